@@ -1,0 +1,237 @@
+// Command runner trains image generators with deep perceptual similarity
+// (DeePSiM) losses and uses them. It parses flags and wires packages; the
+// work is done in runner/, pipeline/ and graphs/.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/deepsim/deepsim/runner"
+)
+
+const usage = `runner trains and uses DeePSiM image generators.
+
+Commands:
+  runner train --task autoencoder --data DIR --out RUN [flags]
+  runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...
+  runner crops --data DIR --out DIR [--n 8] [--size 128] [--seed 1]
+
+Run "runner COMMAND -h" for a command's flags.
+`
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 2
+	exitInterrupted = 130
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal a second one kills at once.
+	go func() { <-ctx.Done(); stop() }()
+	os.Exit(run(ctx, os.Args[1:], os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	var err error
+	switch args[0] {
+	case "train":
+		err = cmdTrain(ctx, args[1:], log, stderr)
+	case "reconstruct":
+		err = cmdReconstruct(ctx, args[1:], log, stderr)
+	case "crops":
+		err = cmdCrops(ctx, args[1:], log, stderr)
+	default:
+		fmt.Fprintf(stderr, "runner: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.Is(err, errUsage):
+		return exitUsage
+	case errors.Is(err, runner.ErrInterrupted):
+		return exitInterrupted
+	}
+	fmt.Fprintf(stderr, "runner %s: %v\n", args[0], err)
+	return exitError
+}
+
+var errUsage = errors.New("usage")
+
+// listFlag is a repeatable, comma-separated list flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// bindTrainFlags binds cfg's fields to fs, so that the flags' defaults are
+// cfg's values.
+func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *bool) {
+	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder")
+	fs.Var((*listFlag)(&cfg.Data), "data", "folder(s) of JPEG/PNG images, comma-separated or repeated")
+	fs.StringVar(out, "out", "", "run folder to create (or to continue, with --resume)")
+	fs.BoolVar(resume, "resume", false, "continue the run in --out from its checkpoint")
+	fs.Int64Var(&cfg.Steps, "steps", cfg.Steps, "train until this step")
+	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "crops per step")
+	fs.IntVar(&cfg.Size, "size", cfg.Size, "crop side in pixels (16, 32, 64, 128, 256)")
+	fs.StringVar(&cfg.Comparator, "comparator", cfg.Comparator, "comparator network C")
+	fs.StringVar(&cfg.Layer, "layer", cfg.Layer, "comparator layer whose features are compared")
+	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to")
+	fs.Float64Var(&cfg.LambdaFeat, "lambda-feat", cfg.LambdaFeat, "weight of the feature (perceptual) loss")
+	fs.Float64Var(&cfg.LambdaAdv, "lambda-adv", cfg.LambdaAdv, "weight of the adversarial loss")
+	fs.Float64Var(&cfg.LambdaImg, "lambda-img", cfg.LambdaImg, "weight of the pixel loss")
+	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate")
+	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for initialisation and data order")
+	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch threads (0: one per core)")
+	fs.Int64Var(&cfg.LogEvery, "log-every", cfg.LogEvery, "write metrics every N steps")
+	fs.Int64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "save a checkpoint every N steps")
+}
+
+// resumable are the flags a resumed run may change; any other flag must
+// agree with the run's config.json.
+var resumable = map[string]bool{"steps": true, "threads": true, "data": true, "log-every": true, "checkpoint-every": true, "out": true, "resume": true}
+
+func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Writer) error {
+	cfg := runner.Defaults()
+	var out string
+	var resume bool
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bindTrainFlags(fs, &cfg, &out, &resume)
+	if err := fs.Parse(args); err != nil {
+		return usageErr(err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
+	}
+	if out == "" {
+		fmt.Fprintln(stderr, "runner train: --out is required")
+		return errUsage
+	}
+	if resume {
+		// Start from the run's own config, then apply the flags given.
+		saved, err := runner.LoadConfig(out)
+		if err != nil {
+			return err
+		}
+		cfg = saved
+		again := flag.NewFlagSet("train", flag.ContinueOnError)
+		again.SetOutput(io.Discard)
+		bindTrainFlags(again, &cfg, &out, &resume)
+		if saved.Data != nil {
+			cfg.Data = nil // --data, when given, replaces the list
+		}
+		if err := again.Parse(args); err != nil {
+			return usageErr(err)
+		}
+		if len(cfg.Data) == 0 {
+			cfg.Data = saved.Data
+		}
+		original := flag.NewFlagSet("train", flag.ContinueOnError)
+		var o string
+		var r bool
+		bindTrainFlags(original, &saved, &o, &r)
+		var conflict error
+		again.Visit(func(f *flag.Flag) {
+			if was := original.Lookup(f.Name).Value.String(); !resumable[f.Name] && f.Value.String() != was && conflict == nil {
+				conflict = fmt.Errorf("--%s %s differs from the run's %s: a resumed run keeps its configuration", f.Name, f.Value, was)
+			}
+		})
+		if conflict != nil {
+			return conflict
+		}
+	}
+	sum, err := runner.Train(ctx, cfg, runner.TrainOptions{Out: out, Resume: resume, Log: log, Progress: stderr})
+	if sum != nil && len(sum.Skipped) > 0 {
+		log.Warn("some files were skipped", "skipped", len(sum.Skipped), "used", sum.Images)
+	}
+	if err == nil {
+		log.Info("training done", "run", out, "step", sum.Step)
+	}
+	return err
+}
+
+func cmdReconstruct(ctx context.Context, args []string, log *slog.Logger, stderr io.Writer) error {
+	var opt runner.ReconstructOptions
+	fs := flag.NewFlagSet("reconstruct", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&opt.Run, "run", "", "trained run folder")
+	fs.StringVar(&opt.Out, "out", "", "folder for the reconstructions and grid.png")
+	if err := fs.Parse(args); err != nil {
+		return usageErr(err)
+	}
+	opt.Inputs, opt.Log = fs.Args(), log
+	if opt.Run == "" || opt.Out == "" || len(opt.Inputs) == 0 {
+		fmt.Fprintln(stderr, "usage: runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...")
+		return errUsage
+	}
+	sum, err := runner.Reconstruct(ctx, opt)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %d reconstructions to %s (skipped %d); grid: %s\n", len(sum.Written), opt.Out, len(sum.Skipped), sum.Grid)
+	return nil
+}
+
+func cmdCrops(ctx context.Context, args []string, log *slog.Logger, stderr io.Writer) error {
+	opt := runner.CropsOptions{N: 8, Size: 128, MinScale: 0.3, Seed: 1, Log: log}
+	var data listFlag
+	fs := flag.NewFlagSet("crops", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Var(&data, "data", "folder(s) of images")
+	fs.StringVar(&opt.Out, "out", "", "folder for crop-000.png, ...")
+	fs.IntVar(&opt.N, "n", opt.N, "number of crops")
+	fs.IntVar(&opt.Size, "size", opt.Size, "crop side in pixels")
+	fs.Uint64Var(&opt.Seed, "seed", opt.Seed, "seed")
+	if err := fs.Parse(args); err != nil {
+		return usageErr(err)
+	}
+	if len(data) == 0 || opt.Out == "" {
+		fmt.Fprintln(stderr, "usage: runner crops --data DIR --out DIR [--n 8] [--size 128] [--seed 1]")
+		return errUsage
+	}
+	opt.Data = data
+	written, err := runner.WriteCrops(ctx, opt)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %d crops to %s\n", len(written), opt.Out)
+	return nil
+}
+
+func usageErr(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", errUsage, err)
+}

@@ -1,0 +1,197 @@
+// Package graphs holds the DeePSiM networks and losses, written in C++ against
+// libtorch, and their Go binding. It is the project's only cgo package.
+//
+// Every call crosses the cgo boundary once per batch: a training step is one
+// call from batch in to losses out, and inference is one call per batch.
+package graphs
+
+/*
+#cgo CXXFLAGS: -std=c++17 -O2 -I/usr/include/torch/csrc/api/include -Wno-deprecated-declarations
+#cgo LDFLAGS: -ltorch -ltorch_cpu -lc10 -lstdc++
+#include <stdlib.h>
+#include "deepsim.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"unsafe"
+)
+
+// Task selects which networks a Model holds.
+type Task int
+
+// Tasks known to the engine.
+const (
+	Autoencoder Task = C.DS_TASK_AUTOENCODER
+)
+
+// Config is everything the engine needs to build a model.
+type Config struct {
+	Task           Task
+	Size           int // crop size; Size/8 must be a power of two
+	CodeChannels   int
+	ComparatorSize int // the comparator's input size
+	LambdaFeat     float64
+	LambdaAdv      float64
+	LambdaImg      float64
+	LR             float64
+	Beta1, Beta2   float64
+	WeightDecay    float64
+	Seed           int64
+	ComparatorSeed int64
+}
+
+// Losses are one training step's unweighted loss terms. A term that is
+// switched off is 0.
+type Losses struct {
+	Feat, Adv, Img, Discr float64
+	// UpdatedG and UpdatedD tell whether the balancing rule let G and D
+	// learn on this step.
+	UpdatedG, UpdatedD bool
+}
+
+// Model is an opaque handle on the C++ networks and optimizers. It is not
+// safe for concurrent use. Close releases it.
+type Model struct {
+	ptr *C.ds_model
+	cfg Config
+}
+
+// errorFrom turns a C error string into a Go error, freeing it.
+func errorFrom(op string, msg *C.char) error {
+	if msg == nil {
+		return nil
+	}
+	defer C.ds_free(unsafe.Pointer(msg))
+	return fmt.Errorf("%s: %s", op, C.GoString(msg))
+}
+
+// SetThreads sets the number of threads libtorch uses for intra-op work.
+func SetThreads(n int) { C.ds_set_num_threads(C.int32_t(n)) }
+
+// NewModel builds the networks of cfg with freshly initialised weights.
+func NewModel(cfg Config) (*Model, error) {
+	c := C.ds_config{
+		task:            C.int32_t(cfg.Task),
+		size:            C.int32_t(cfg.Size),
+		code_channels:   C.int32_t(cfg.CodeChannels),
+		comparator_size: C.int32_t(cfg.ComparatorSize),
+		lambda_feat:     C.double(cfg.LambdaFeat),
+		lambda_adv:      C.double(cfg.LambdaAdv),
+		lambda_img:      C.double(cfg.LambdaImg),
+		lr:              C.double(cfg.LR),
+		beta1:           C.double(cfg.Beta1),
+		beta2:           C.double(cfg.Beta2),
+		weight_decay:    C.double(cfg.WeightDecay),
+		seed:            C.int64_t(cfg.Seed),
+		comparator_seed: C.int64_t(cfg.ComparatorSeed),
+	}
+	var p *C.ds_model
+	if err := errorFrom("build model", C.ds_model_new(&c, &p)); err != nil {
+		return nil, err
+	}
+	m := &Model{ptr: p, cfg: cfg}
+	// A safety net only: callers Close explicitly.
+	runtime.SetFinalizer(m, (*Model).Close)
+	return m, nil
+}
+
+// Close frees the model. It is safe to call more than once.
+func (m *Model) Close() {
+	if m.ptr != nil {
+		C.ds_model_free(m.ptr)
+		m.ptr = nil
+		runtime.SetFinalizer(m, nil)
+	}
+}
+
+var errClosed = errors.New("graphs: model is closed")
+
+// NumParams is the number of trained parameters (E, G and D).
+func (m *Model) NumParams() int64 {
+	if m.ptr == nil {
+		return 0
+	}
+	return int64(C.ds_model_num_params(m.ptr))
+}
+
+// TrainStep runs one optimisation step on a batch of n crops, NCHW float32
+// in [-1,1], and returns the losses.
+func (m *Model) TrainStep(batch []float32, n int) (Losses, error) {
+	if m.ptr == nil {
+		return Losses{}, errClosed
+	}
+	if want := n * 3 * m.cfg.Size * m.cfg.Size; n <= 0 || len(batch) != want {
+		return Losses{}, fmt.Errorf("train step: batch has %d floats, want %d (n=%d, size=%d)", len(batch), want, n, m.cfg.Size)
+	}
+	var l C.ds_losses
+	msg := C.ds_model_train_step(m.ptr, (*C.float)(&batch[0]), C.int64_t(n), &l)
+	runtime.KeepAlive(batch)
+	if err := errorFrom("train step", msg); err != nil {
+		return Losses{}, err
+	}
+	return Losses{
+		Feat: float64(l.loss_feat), Adv: float64(l.loss_adv),
+		Img: float64(l.loss_img), Discr: float64(l.loss_discr),
+		UpdatedG: l.updated_g != 0, UpdatedD: l.updated_d != 0,
+	}, nil
+}
+
+// Reconstruct runs E then G on n images of h x w (NCHW float32 in [-1,1])
+// and returns the outputs in the same layout. h and w must be multiples of
+// Factor.
+func (m *Model) Reconstruct(x []float32, n, h, w int) ([]float32, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	if want := n * 3 * h * w; n <= 0 || len(x) != want {
+		return nil, fmt.Errorf("reconstruct: input has %d floats, want %d", len(x), want)
+	}
+	out := make([]float32, len(x))
+	msg := C.ds_model_reconstruct(m.ptr, (*C.float)(&x[0]), C.int64_t(n), C.int64_t(h), C.int64_t(w), (*C.float)(&out[0]))
+	runtime.KeepAlive(x)
+	if err := errorFrom("reconstruct", msg); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Factor is the encoder's total downsampling: inputs to Reconstruct must be
+// multiples of it.
+func (m *Model) Factor() int { return m.cfg.Size / 8 }
+
+// Save serialises the model at the given step as a PyTorch state dict (the
+// zip format of torch.save), including optimizer and balancing state.
+func (m *Model) Save(step int64) ([]byte, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	var buf *C.char
+	var n C.int64_t
+	if err := errorFrom("save model", C.ds_model_save(m.ptr, C.int64_t(step), &buf, &n)); err != nil {
+		return nil, err
+	}
+	defer C.ds_free(unsafe.Pointer(buf))
+	return C.GoBytes(unsafe.Pointer(buf), C.int(n)), nil
+}
+
+// Load restores a state written by Save and returns its step. After a failed
+// Load the model's weights are undefined: discard it.
+func (m *Model) Load(state []byte) (int64, error) {
+	if m.ptr == nil {
+		return 0, errClosed
+	}
+	if len(state) == 0 {
+		return 0, errors.New("load model: empty checkpoint")
+	}
+	var step C.int64_t
+	msg := C.ds_model_load(m.ptr, (*C.char)(unsafe.Pointer(&state[0])), C.int64_t(len(state)), &step)
+	runtime.KeepAlive(state)
+	if err := errorFrom("load model", msg); err != nil {
+		return 0, err
+	}
+	return int64(step), nil
+}

@@ -1,0 +1,265 @@
+package graphs
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func testConfig() Config {
+	return Config{Task: Autoencoder, Size: 32, CodeChannels: 8, ComparatorSize: 64,
+		LambdaFeat: 1, LambdaAdv: 0.01, LambdaImg: 1, LR: 2e-4, Beta1: 0.9, Beta2: 0.999, Seed: 1}
+}
+
+func randomBatch(seed uint64, n, size int) []float32 {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	x := make([]float32, n*3*size*size)
+	for i := range x {
+		x[i] = rng.Float32()*2 - 1
+	}
+	return x
+}
+
+// smoothBatch is n images of soft diagonal waves: easy to compress, unlike
+// noise, so a few steps must reduce the pixel loss.
+func smoothBatch(n, size int) []float32 {
+	x := make([]float32, n*3*size*size)
+	for i := range x {
+		img, c, p := i/(3*size*size), i/(size*size)%3, i%(size*size)
+		u, v := float64(p%size)/float64(size), float64(p/size)/float64(size)
+		x[i] = float32(0.8 * math.Sin(3*u+2*v+float64(c)+float64(img)))
+	}
+	return x
+}
+
+func newModel(t *testing.T, cfg Config) *Model {
+	t.Helper()
+	m, err := NewModel(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+func TestNewModelRejectsBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"size not multiple of 8", func(c *Config) { c.Size = 60 }, "power of two"},
+		{"size not a power of two", func(c *Config) { c.Size = 48 }, "power of two"},
+		{"unknown task", func(c *Config) { c.Task = 9 }, "unknown task"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			tc.edit(&cfg)
+			m, err := NewModel(cfg)
+			if err == nil {
+				m.Close()
+				t.Fatal("NewModel succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestTrainStepLossTerms(t *testing.T) {
+	tests := []struct {
+		name               string
+		feat, adv, img     float64
+		wantFeat, wantAdv  bool
+		wantImg, wantDiscr bool
+	}{
+		{"se baseline", 0, 0, 1, false, false, true, false},
+		{"feature only", 1, 0, 0, true, false, false, false},
+		{"all three", 1, 0.01, 1, true, true, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.LambdaFeat, cfg.LambdaAdv, cfg.LambdaImg = tc.feat, tc.adv, tc.img
+			m := newModel(t, cfg)
+			l, err := m.TrainStep(randomBatch(1, 2, 32), 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				name string
+				v    float64
+				on   bool
+			}{{"feat", l.Feat, tc.wantFeat}, {"adv", l.Adv, tc.wantAdv}, {"img", l.Img, tc.wantImg}, {"discr", l.Discr, tc.wantDiscr}} {
+				if math.IsNaN(c.v) || math.IsInf(c.v, 0) {
+					t.Errorf("%s = %v", c.name, c.v)
+				}
+				if c.on != (c.v > 0) {
+					t.Errorf("%s = %v, want switched on: %v", c.name, c.v, c.on)
+				}
+			}
+		})
+	}
+}
+
+func TestTrainingReducesLoss(t *testing.T) {
+	cfg := testConfig()
+	cfg.LambdaAdv = 0
+	cfg.LR = 1e-3
+	m := newModel(t, cfg)
+	x := smoothBatch(4, 32)
+	first, err := m.TrainStep(x, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last Losses
+	for range 30 {
+		if last, err = m.TrainStep(x, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if last.Img >= first.Img*0.7 || last.Feat >= first.Feat*0.5 {
+		t.Fatalf("losses did not fall on a fixed batch: first %+v, last %+v", first, last)
+	}
+}
+
+func TestTrainStepRejectsWrongBatch(t *testing.T) {
+	m := newModel(t, testConfig())
+	if _, err := m.TrainStep(make([]float32, 10), 1); err == nil {
+		t.Fatal("accepted a batch of the wrong length")
+	}
+}
+
+func TestSaveLoadRoundTrip(t *testing.T) {
+	// No adversarial term: without dropout the steps are deterministic, so
+	// the optimizer state can be checked through the next step.
+	cfg := testConfig()
+	cfg.LambdaAdv = 0
+	m := newModel(t, cfg)
+	for range 2 {
+		if _, err := m.TrainStep(randomBatch(3, 2, 32), 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state, err := m.Save(42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := randomBatch(4, 1, 48)[:3*40*48]
+	want, err := m.Reconstruct(x, 1, 40, 48)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Seed = 7 // different initial weights, replaced by the load
+	fresh := newModel(t, cfg)
+	if before, _ := fresh.Reconstruct(x, 1, 40, 48); slices.Equal(before, want) {
+		t.Fatal("two seeds gave the same model")
+	}
+	step, err := fresh.Load(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if step != 42 {
+		t.Fatalf("step = %d, want 42", step)
+	}
+	got, err := fresh.Reconstruct(x, 1, 40, 48)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatal("loaded model reconstructs differently")
+	}
+	// The Adam moments and step counts came along: one more step on the
+	// same batch moves both models identically.
+	batch := randomBatch(5, 2, 32)
+	for _, mm := range []*Model{m, fresh} {
+		if _, err := mm.TrainStep(batch, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := m.Reconstruct(x, 1, 40, 48)
+	b, _ := fresh.Reconstruct(x, 1, 40, 48)
+	if !slices.Equal(a, b) {
+		t.Fatal("after one more step the loaded model differs: optimizer state was not restored")
+	}
+}
+
+func TestLoadRejectsBadCheckpoints(t *testing.T) {
+	m := newModel(t, testConfig())
+	state, err := m.Save(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := testConfig()
+	other.Size = 64
+	big := newModel(t, other)
+	bigState, err := big.Save(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide := testConfig()
+	wide.CodeChannels = 16
+	tests := []struct {
+		name  string
+		cfg   Config
+		state []byte
+		want  string
+	}{
+		{"truncated", testConfig(), state[:len(state)/2], "load model"},
+		{"garbage", testConfig(), []byte("not a checkpoint at all"), "load model"},
+		{"empty", testConfig(), nil, "empty checkpoint"},
+		{"other architecture", testConfig(), bigState, "checkpoint"},
+		{"other shape", wide, state, "has shape"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			target := newModel(t, tc.cfg)
+			_, err := target.Load(tc.state)
+			if err == nil {
+				t.Fatal("Load succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestReconstructShapes(t *testing.T) {
+	m := newModel(t, testConfig())
+	if m.Factor() != 4 {
+		t.Fatalf("Factor = %d, want 4 for 32 px crops", m.Factor())
+	}
+	out, err := m.Reconstruct(randomBatch(6, 2, 24)[:2*3*20*24], 2, 20, 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 2*3*20*24 {
+		t.Fatalf("got %d floats", len(out))
+	}
+	for _, v := range out {
+		if v < -1 || v > 1 {
+			t.Fatalf("output %v outside [-1,1]", v)
+		}
+	}
+	if _, err := m.Reconstruct(make([]float32, 3*21*24), 1, 21, 24); err == nil || !strings.Contains(err.Error(), "multiple of 4") {
+		t.Fatalf("odd height: err = %v", err)
+	}
+}
+
+func TestClosedModel(t *testing.T) {
+	m, err := NewModel(testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	m.Close()
+	if _, err := m.TrainStep(randomBatch(1, 1, 32), 1); err == nil {
+		t.Fatal("TrainStep on a closed model succeeded")
+	}
+}

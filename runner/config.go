@@ -1,0 +1,179 @@
+// Package runner holds the training loops, checkpoints, metrics and the
+// commands that use a trained run (reconstruct).
+package runner
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/deepsim/deepsim/graphs"
+)
+
+// Config is every hyperparameter of a run, kept in one place. It is written
+// to RUN/config.json and is all that is needed to rebuild the networks.
+type Config struct {
+	Task string   `json:"task"`
+	Data []string `json:"data"`
+
+	Size         int   `json:"size"`          // crop side in pixels
+	CodeChannels int   `json:"code_channels"` // the code is size/8 x size/8 x this
+	Batch        int   `json:"batch"`
+	Steps        int64 `json:"steps"`
+
+	// The comparator C and the side it resizes its input to.
+	Comparator     string `json:"comparator"`
+	Layer          string `json:"layer"`
+	ComparatorSize int    `json:"comparator_size"`
+	ComparatorSeed int64  `json:"comparator_seed"`
+
+	// Loss weights, on mean-reduced squared errors: pixels in [-1,1] for the
+	// image term, comparator features for the feature term, and the mean
+	// binary cross-entropy -log D(G(x)) for the adversarial term.
+	LambdaFeat float64 `json:"lambda_feat"`
+	LambdaAdv  float64 `json:"lambda_adv"`
+	LambdaImg  float64 `json:"lambda_img"`
+
+	LR          float64 `json:"lr"`
+	Beta1       float64 `json:"beta1"`
+	Beta2       float64 `json:"beta2"`
+	WeightDecay float64 `json:"weight_decay"`
+
+	// Random crops cover between MinScale and all of an image's short side.
+	MinScale float64 `json:"min_scale"`
+	// Images are decoded once and kept with their short side at most this.
+	MaxSide int `json:"max_side"`
+
+	Seed            int64 `json:"seed"`
+	Threads         int   `json:"threads"`
+	LogEvery        int64 `json:"log_every"`
+	CheckpointEvery int64 `json:"checkpoint_every"`
+}
+
+// Task names.
+const (
+	TaskAutoencoder = "autoencoder"
+)
+
+// Comparators available in this version.
+const (
+	ComparatorAlexNetRandom = "alexnet-random"
+)
+
+// Defaults is the reference configuration: the paper's optimiser and the
+// loss weights of a run that trained stably on these machines (PAPER.md).
+func Defaults() Config {
+	return Config{
+		Task:            TaskAutoencoder,
+		Size:            64,
+		CodeChannels:    8,
+		Batch:           16,
+		Steps:           2000,
+		Comparator:      ComparatorAlexNetRandom,
+		Layer:           "conv5",
+		ComparatorSize:  128,
+		ComparatorSeed:  0,
+		LambdaFeat:      1,
+		LambdaAdv:       0.01,
+		LambdaImg:       1,
+		LR:              2e-4,
+		Beta1:           0.9,
+		Beta2:           0.999,
+		WeightDecay:     4e-4,
+		MinScale:        0.1,
+		MaxSide:         512,
+		Seed:            1,
+		Threads:         0,
+		LogEvery:        1,
+		CheckpointEvery: 200,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	f := c.Size / 8
+	switch {
+	case c.Task != TaskAutoencoder:
+		return fmt.Errorf("task %q is not available (have: %s)", c.Task, TaskAutoencoder)
+	case len(c.Data) == 0:
+		return errors.New("no --data folder given")
+	case c.Size < 16 || c.Size%8 != 0 || f&(f-1) != 0:
+		return fmt.Errorf("--size %d: must be 8 times a power of two (16, 32, 64, 128, 256)", c.Size)
+	case c.CodeChannels < 1:
+		return fmt.Errorf("code channels %d: must be at least 1", c.CodeChannels)
+	case c.Batch < 1:
+		return fmt.Errorf("--batch %d: must be at least 1", c.Batch)
+	case c.Steps < 1:
+		return fmt.Errorf("--steps %d: must be at least 1", c.Steps)
+	case c.Comparator != ComparatorAlexNetRandom:
+		return fmt.Errorf("comparator %q is not available: this version has only %q", c.Comparator, ComparatorAlexNetRandom)
+	case c.Layer != "conv5":
+		return fmt.Errorf("layer %q is not available for %s: use conv5", c.Layer, c.Comparator)
+	case c.ComparatorSize < 64:
+		return fmt.Errorf("comparator size %d: AlexNet needs at least 64", c.ComparatorSize)
+	case c.LambdaFeat < 0 || c.LambdaAdv < 0 || c.LambdaImg < 0:
+		return errors.New("loss weights must not be negative")
+	case c.LambdaFeat == 0 && c.LambdaAdv == 0 && c.LambdaImg == 0:
+		return errors.New("all loss weights are 0: nothing to train")
+	case c.LR <= 0:
+		return fmt.Errorf("learning rate %g: must be positive", c.LR)
+	case c.MinScale <= 0 || c.MinScale > 1:
+		return fmt.Errorf("min scale %g: must be in (0,1]", c.MinScale)
+	case c.MaxSide < c.Size:
+		return fmt.Errorf("max side %d: must be at least the crop size %d", c.MaxSide, c.Size)
+	case c.LogEvery < 1 || c.CheckpointEvery < 1:
+		return errors.New("log and checkpoint intervals must be at least 1")
+	}
+	return nil
+}
+
+// Graph is the engine's view of the configuration.
+func (c Config) Graph() graphs.Config {
+	return graphs.Config{
+		Task:           graphs.Autoencoder,
+		Size:           c.Size,
+		CodeChannels:   c.CodeChannels,
+		ComparatorSize: c.ComparatorSize,
+		LambdaFeat:     c.LambdaFeat,
+		LambdaAdv:      c.LambdaAdv,
+		LambdaImg:      c.LambdaImg,
+		LR:             c.LR,
+		Beta1:          c.Beta1,
+		Beta2:          c.Beta2,
+		WeightDecay:    c.WeightDecay,
+		Seed:           c.Seed,
+		ComparatorSeed: c.ComparatorSeed,
+	}
+}
+
+// Run folder file names.
+const (
+	ConfigFile     = "config.json"
+	MetricsFile    = "metrics.jsonl"
+	CheckpointFile = "checkpoint.pt"
+)
+
+// SaveConfig writes cfg to dir/config.json atomically.
+func SaveConfig(dir string, cfg Config) error {
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, ConfigFile), append(b, '\n'))
+}
+
+// LoadConfig reads dir/config.json, starting from Defaults so that fields
+// added later keep their default in older runs.
+func LoadConfig(dir string) (Config, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		return Config{}, fmt.Errorf("read run config: %w", err)
+	}
+	cfg := Defaults()
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return Config{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, ConfigFile), err)
+	}
+	return cfg, nil
+}
