@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/deepsim/deepsim/internal/testimages"
+	"github.com/deepsim/deepsim/runner"
+)
+
+var binary string
+
+// TestMain builds the runner binary once: signal handling can only be
+// tested on a real process.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "runner-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "runner")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build runner: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func photos(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := testimages.WritePhotos(dir, 3, 96, 80, 2); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// small are the flags of a run that takes a fraction of a second a step.
+func small(data, out string, extra ...string) []string {
+	return append([]string{"train", "--task", "autoencoder", "--data", data, "--out", out,
+		"--size", "32", "--batch", "4", "--comparator-size", "64", "--seed", "3"}, extra...)
+}
+
+func runCLI(args ...string) (int, string) {
+	var buf bytes.Buffer
+	code := run(context.Background(), args, &buf)
+	return code, buf.String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	data := photos(t)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, exitUsage, "Commands:"},
+		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
+		{"train without out", []string{"train", "--data", data}, exitUsage, "--out is required"},
+		{"bad flag", []string{"train", "--nope"}, exitUsage, "nope"},
+		{"bad size", small(data, filepath.Join(t.TempDir(), "r"), "--size", "48"), exitError, "power of two"},
+		{"missing data", small(filepath.Join(t.TempDir(), "none"), filepath.Join(t.TempDir(), "r")), exitError, "no such file"},
+		{"reconstruct without inputs", []string{"reconstruct", "--run", "x", "--out", "y"}, exitUsage, "usage"},
+		{"reconstruct missing run", []string{"reconstruct", "--run", filepath.Join(t.TempDir(), "none"), "--out", t.TempDir(), data}, exitError, "config"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runCLI(tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d (want %d), output:\n%s\nwant mention of %q", code, tc.code, out, tc.want)
+			}
+		})
+	}
+}
+
+func TestResumeKeepsConfig(t *testing.T) {
+	data := photos(t)
+	run := filepath.Join(t.TempDir(), "run")
+	if code, out := runCLI(small(data, run, "--steps", "2")...); code != exitOK {
+		t.Fatalf("train: %d\n%s", code, out)
+	}
+	code, out := runCLI("train", "--out", run, "--resume", "--steps", "4", "--lambda-adv", "0.5")
+	if code != exitError || !strings.Contains(out, "--lambda-adv") {
+		t.Fatalf("changing a loss weight on resume: exit %d\n%s", code, out)
+	}
+	if code, out := runCLI("train", "--out", run, "--resume", "--steps", "4"); code != exitOK {
+		t.Fatalf("resume: exit %d\n%s", code, out)
+	}
+	m, err := runner.ReadMetrics(filepath.Join(run, runner.MetricsFile))
+	if err != nil || len(m) != 4 || m[3].Step != 4 {
+		t.Fatalf("metrics after resume: %v %v", m, err)
+	}
+}
+
+func waitForSteps(t *testing.T, run string, n int, deadline time.Duration) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for time.Now().Before(end) {
+		if m, _ := runner.ReadMetrics(filepath.Join(run, runner.MetricsFile)); len(m) >= n {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("run did not reach %d steps in %v", n, deadline)
+}
+
+func TestSIGINTSavesAndResumes(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			data := photos(t)
+			run := filepath.Join(t.TempDir(), "run")
+			cmd := exec.Command(binary, small(data, run, "--steps", "100000", "--checkpoint-every", "100000")...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitForSteps(t, run, 3, 2*time.Minute)
+			sent := time.Now()
+			cmd.Process.Signal(sig)
+			err := cmd.Wait()
+			if took := time.Since(sent); took > 30*time.Second {
+				t.Fatalf("exit took %v after %v", took, sig)
+			}
+			if code := cmd.ProcessState.ExitCode(); code != exitInterrupted {
+				t.Fatalf("exit %d (%v), want %d\n%s", code, err, exitInterrupted, stderr.String())
+			}
+			m, _ := runner.ReadMetrics(filepath.Join(run, runner.MetricsFile))
+			last := m[len(m)-1].Step
+			steps := fmt.Sprint(last + 2)
+			if code, out := runCLI("train", "--out", run, "--resume", "--steps", steps); code != exitOK {
+				t.Fatalf("resume: exit %d\n%s", code, out)
+			}
+			after, _ := runner.ReadMetrics(filepath.Join(run, runner.MetricsFile))
+			for i, l := range after {
+				if l.Step != int64(i+1) {
+					t.Fatalf("line %d has step %d after resume", i, l.Step)
+				}
+			}
+			if got := after[len(after)-1].Step; got != last+2 {
+				t.Fatalf("resumed run ended at %d, want %d", got, last+2)
+			}
+		})
+	}
+}
+
+// kill -9 at random moments of a run that checkpoints every step, most of
+// whose time goes into writing checkpoints: the checkpoint on disk must
+// load after every kill.
+func TestKill9LeavesLoadableCheckpoint(t *testing.T) {
+	data := photos(t)
+	run := filepath.Join(t.TempDir(), "run")
+	if code, out := runCLI(small(data, run, "--steps", "1", "--lambda-adv", "0")...); code != exitOK {
+		t.Fatalf("first run: %d\n%s", code, out)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	midWrite := 0
+	for try := range 4 {
+		cmd := exec.Command(binary, "train", "--out", run, "--resume", "--steps", "100000", "--checkpoint-every", "1")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(1500+rng.IntN(1500)) * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+		if tmp, _ := filepath.Glob(filepath.Join(run, ".checkpoint.pt.tmp-*")); len(tmp) > 0 {
+			midWrite++
+		}
+		model, _, err := runner.OpenModel(run)
+		if err != nil {
+			t.Fatalf("kill %d: checkpoint does not load: %v", try, err)
+		}
+		model.Close()
+	}
+	t.Logf("%d of 4 kills landed during a checkpoint write", midWrite)
+}

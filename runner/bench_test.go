@@ -1,0 +1,141 @@
+package runner
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/internal/testimages"
+	"github.com/deepsim/deepsim/pipeline"
+)
+
+// The default photos (make deps installs them); benchmarks fall back to
+// synthetic photos where they are missing.
+var defaultPhotos = []string{"/usr/share/backgrounds", "/usr/share/wallpapers"}
+
+func benchSet(b *testing.B, cfg Config) *pipeline.Set {
+	b.Helper()
+	dirs := defaultPhotos
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err != nil {
+			dir := b.TempDir()
+			if _, err := testimages.WritePhotos(dir, 16, 640, 480, 1); err != nil {
+				b.Fatal(err)
+			}
+			dirs = []string{dir}
+			break
+		}
+	}
+	cfg.Data = dirs
+	set, err := loadTrainingSet(context.Background(), cfg, discardLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("%d images from %v", len(set.Images), dirs)
+	return set
+}
+
+func streamOptions(cfg Config) pipeline.StreamOptions {
+	return pipeline.StreamOptions{
+		Crop:  pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale, Flip: true},
+		Batch: cfg.Batch, Seed: uint64(cfg.Seed), Workers: 2, Depth: 2,
+	}
+}
+
+// BenchmarkPipeline measures what the data pipeline alone delivers for the
+// default configuration, with the training run's worker count.
+func BenchmarkPipeline(b *testing.B) {
+	cfg := Defaults()
+	set := benchSet(b, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := pipeline.Stream(ctx, set, streamOptions(cfg), 0)
+	<-s
+	const batches = 100
+	start := time.Now()
+	for range batches * b.N {
+		<-s
+	}
+	b.ReportMetric(float64(batches*b.N*cfg.Batch)/time.Since(start).Seconds(), "images/s")
+}
+
+// BenchmarkTrain measures training throughput of the default autoencoder
+// configuration (64 px, batch 16, feature + adversarial + image loss), data
+// pipeline included.
+func BenchmarkTrain(b *testing.B) {
+	cfg := Defaults()
+	set := benchSet(b, cfg)
+	model, err := graphs.NewModel(cfg.Graph())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer model.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := pipeline.Stream(ctx, set, streamOptions(cfg), 0)
+	step := func() {
+		batch := <-s
+		if _, err := model.TrainStep(batch.Data, batch.N); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range 3 { // warm-up
+		step()
+	}
+	const steps = 30
+	start := time.Now()
+	for range steps * b.N {
+		step()
+	}
+	b.ReportMetric(float64(steps*b.N*cfg.Batch)/time.Since(start).Seconds(), "images/s")
+}
+
+// BenchmarkMemoryFlat trains the default configuration (at batch 4, to keep
+// it short: per-step leaks do not depend on the batch) for 1000 steps and
+// reports the resident set size at steps 200 and 1000.
+func BenchmarkMemoryFlat(b *testing.B) {
+	cfg := Defaults()
+	cfg.Batch = 4
+	set := benchSet(b, cfg)
+	model, err := graphs.NewModel(cfg.Graph())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer model.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := pipeline.Stream(ctx, set, streamOptions(cfg), 0)
+	var at200 float64
+	for i := 1; i <= 1000; i++ {
+		batch := <-s
+		if _, err := model.TrainStep(batch.Data, batch.N); err != nil {
+			b.Fatal(err)
+		}
+		if i == 200 {
+			at200 = rssMiB(b)
+		}
+	}
+	at1000 := rssMiB(b)
+	b.ReportMetric(at200, "rss_MiB@200")
+	b.ReportMetric(at1000, "rss_MiB@1000")
+	b.ReportMetric(100*(at1000-at200)/at200, "growth_%")
+}
+
+func rssMiB(b *testing.B) float64 {
+	runtime.GC()
+	data, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fields := strings.Fields(string(data))
+	pages, err := strconv.ParseFloat(fields[1], 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return pages * float64(os.Getpagesize()) / (1 << 20)
+}
