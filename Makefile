@@ -31,7 +31,7 @@ build: deps
 	$(GO) build -o $(BIN) ./cmd/runner
 
 test: deps
-	gofmt -l . | tee /dev/stderr | (! read)
+	@bad=$$(gofmt -l .); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -timeout 15m ./...
 
@@ -39,7 +39,7 @@ demo: build
 	./scripts/demo.sh $(DEMO) $(PHOTOS)
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./pipeline ./runner
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./runner
 
 clean:
 	rm -rf bin build

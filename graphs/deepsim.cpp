@@ -5,6 +5,8 @@
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -29,6 +31,7 @@ struct ds_model {
   // G pauses when D is hopelessly behind.
   bool train_d = true;
   bool train_g = true;
+  int steps_since_trim = 0;
 };
 
 namespace {
@@ -162,6 +165,10 @@ extern "C" {
 char* ds_model_new(const ds_config* cfg, ds_model** out) {
   *out = nullptr;
   return guarded([&] {
+    // glibc raises its mmap threshold each time a large block is freed, so
+    // libtorch's per-step activations migrate into the heap arenas, which
+    // fragment and grow the resident set step after step. A fixed threshold
+    // keeps every large tensor in its own mapping, returned on free.
     if (cfg->task != DS_TASK_AUTOENCODER)
       throw std::invalid_argument("unknown task " + std::to_string(cfg->task));
     const int64_t s = cfg->size;
@@ -264,6 +271,13 @@ char* ds_model_train_step(ds_model* m, const float* x_data, int64_t n,
       if (m->train_d && r < 0.1) m->train_d = false;
       else if (!m->train_d && r > 0.5) m->train_d = true;
       m->train_g = !(r > 10);
+    }
+    // glibc keeps the memory of freed activations in fragmented arenas and
+    // the resident set creeps up step after step; handing free pages back
+    // now and then keeps it flat at a small cost.
+    if (++m->steps_since_trim >= 16) {
+      malloc_trim(0);
+      m->steps_since_trim = 0;
     }
   });
 }

@@ -238,16 +238,3 @@ func TestCHWRoundTrip(t *testing.T) {
 		t.Fatalf("clamping gave %v", got)
 	}
 }
-
-func BenchmarkStream(b *testing.B) {
-	set := testSet(b)
-	opt := StreamOptions{Crop: CropOptions{Size: 64, MinScale: 0.1, Flip: true}, Batch: 16, Seed: 1, Workers: 2, Depth: 4}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s := Stream(ctx, set, opt, 0)
-	b.ResetTimer()
-	for range b.N {
-		<-s
-	}
-	b.ReportMetric(float64(b.N*opt.Batch)/b.Elapsed().Seconds(), "images/s")
-}

@@ -37,6 +37,7 @@ func benchSet(b *testing.B, cfg Config) *pipeline.Set {
 		b.Fatal(err)
 	}
 	b.Logf("%d images from %v", len(set.Images), dirs)
+	b.ResetTimer()
 	return set
 }
 
@@ -126,7 +127,7 @@ func BenchmarkMemoryFlat(b *testing.B) {
 	b.ReportMetric(100*(at1000-at200)/at200, "growth_%")
 }
 
-func rssMiB(b *testing.B) float64 {
+func rssMiB(b testing.TB) float64 {
 	runtime.GC()
 	data, err := os.ReadFile("/proc/self/statm")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -192,6 +193,9 @@ func loadTrainingSet(ctx context.Context, cfg Config, log *slog.Logger) (*pipeli
 		return nil, err
 	}
 	log.Info("images loaded", "used", len(set.Images), "skipped", len(set.Skipped))
+	// Decoding full-size photos left large garbage behind: hand it back to
+	// the OS now rather than carry it for the whole run.
+	debug.FreeOSMemory()
 	return set, nil
 }
 
