@@ -53,7 +53,10 @@ func TestValidate(t *testing.T) {
 		{"size 48", func(c *Config) { c.Size = 48 }, "power of two"},
 		{"size 8", func(c *Config) { c.Size = 8 }, "power of two"},
 		{"unknown task", func(c *Config) { c.Task = "gan" }, "not available"},
-		{"unknown comparator", func(c *Config) { c.Comparator = "vgg16" }, "not available"},
+		{"feature loss without comparator", func(c *Config) { c.Comparator = "" }, "needs a --comparator"},
+		{"comparator task at 32 px", func(c *Config) {
+			c.Task, c.Classes, c.HeldoutPerClass, c.EvalEvery, c.Size = TaskComparator, 10, 1, 1, 32
+		}, "64 px"},
 		{"all weights zero", func(c *Config) { c.LambdaFeat, c.LambdaAdv, c.LambdaImg = 0, 0, 0 }, "nothing to train"},
 		{"negative weight", func(c *Config) { c.LambdaAdv = -1 }, "negative"},
 		{"zero batch", func(c *Config) { c.Batch = 0 }, "--batch"},
@@ -74,29 +77,5 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("err = %v, want mention of %q", err, tc.want)
 			}
 		})
-	}
-}
-
-func TestWriteFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "f")
-	for _, content := range []string{"first", "second"} {
-		if err := WriteFileAtomic(path, []byte(content)); err != nil {
-			t.Fatal(err)
-		}
-		got, _ := os.ReadFile(path)
-		if string(got) != content {
-			t.Fatalf("got %q", got)
-		}
-	}
-	// A writer killed mid-write leaves only its temporary file behind.
-	stale := filepath.Join(dir, ".f.tmp-123")
-	os.WriteFile(stale, []byte("half"), 0o644)
-	removeStaleTemps(dir)
-	if _, err := os.Stat(stale); !os.IsNotExist(err) {
-		t.Fatal("stale temporary file was not removed")
-	}
-	if got, _ := os.ReadFile(path); string(got) != "second" {
-		t.Fatalf("the real file changed: %q", got)
 	}
 }

@@ -1,4 +1,6 @@
-package runner
+// Package atomicfile writes files so that a crash at any moment leaves the
+// old content or the new, never a mix.
+package atomicfile
 
 import (
 	"fmt"
@@ -6,11 +8,11 @@ import (
 	"path/filepath"
 )
 
-// WriteFileAtomic writes data to path so that a crash at any moment leaves
+// WriteFile writes data to path so that a crash at any moment leaves
 // either the old file or the new one, never a mix: it writes a temporary
 // file in the same folder, syncs it, renames it over path and syncs the
 // folder.
-func WriteFileAtomic(path string, data []byte) error {
+func WriteFile(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -47,8 +49,8 @@ func WriteFileAtomic(path string, data []byte) error {
 	return nil
 }
 
-// removeStaleTemps deletes temporary files a killed writer left in dir.
-func removeStaleTemps(dir string) {
+// RemoveStale deletes temporary files a killed writer left in dir.
+func RemoveStale(dir string) {
 	matches, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
 	for _, m := range matches {
 		os.Remove(m)
