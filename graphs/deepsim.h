@@ -13,15 +13,55 @@ extern "C" {
 #endif
 
 typedef struct ds_model ds_model;
+typedef struct ds_comparator ds_comparator;
 
-enum ds_task { DS_TASK_AUTOENCODER = 0 };
+/* ---- comparators ---- */
+
+/* arch: "alexnet", "vgg16", "exemplar" or "torchscript".
+ * layer: a layer name of arch; for torchscript a submodule name or "".
+ * weights: a state dict file (torch.save format) or, for torchscript, the
+ * module file; weights_data/weights_len: a state dict in memory instead.
+ * With neither, random weights from seed (not for torchscript).
+ * input_size: the side the comparator resizes its input to. */
+typedef struct {
+  const char *arch;
+  const char *layer;
+  const char *weights;
+  const char *weights_data;
+  int64_t weights_len;
+  int64_t seed;
+  int32_t input_size;
+} ds_comparator_spec;
+
+char *ds_comparator_new(const ds_comparator_spec *spec, ds_comparator **out);
+void ds_comparator_free(ds_comparator *c);
+
+/* Features of n images (NCHW floats in [-1,1]); *out is malloc'd and shape
+ * gets 4 dims (fully connected layers give n x d x 1 x 1). */
+char *ds_comparator_features(ds_comparator *c, const float *x, int64_t n,
+                             int64_t h, int64_t w, float **out,
+                             int64_t shape[4]);
+
+/* Checks that a state dict file fits an architecture, every key and shape.
+ * arch may be "" to detect it from the keys; *arch_out (malloc'd) names
+ * the architecture it fits. */
+char *ds_state_dict_check(const char *path, const char *arch, char **arch_out);
+
+/* A state dict of random weights in the architecture's layout (for
+ * alexnet/vgg16, torchvision's key names), in torch.save's format. */
+char *ds_random_state_dict(const char *arch, int64_t seed, char **buf,
+                           int64_t *len);
+
+/* ---- trained models ---- */
+
+enum ds_task { DS_TASK_AUTOENCODER = 0, DS_TASK_COMPARATOR = 1 };
 
 /* Everything needed to build the networks and their optimizers. */
 typedef struct {
   int32_t task;
   int32_t size;          /* crop size in pixels; size/8 must be a power of two */
   int32_t code_channels; /* channels of the size/8 x size/8 code */
-  int32_t comparator_size; /* the comparator sees its input resized to this */
+  int32_t classes;       /* surrogate classes (comparator task) */
   double lambda_feat;
   double lambda_adv;
   double lambda_img;
@@ -30,26 +70,34 @@ typedef struct {
   double beta2;
   double weight_decay;
   int64_t seed;
-  int64_t comparator_seed; /* seed of the random AlexNet comparator */
 } ds_config;
 
 /* One training step's losses, before weighting, plus the balancing state
- * that was in force for the step. */
+ * that was in force for the step. For the comparator task loss_img holds
+ * the cross-entropy and accuracy the batch accuracy. */
 typedef struct {
   double loss_feat;
   double loss_adv;
   double loss_img;
   double loss_discr;
+  double accuracy;
   int32_t updated_g;
   int32_t updated_d;
 } ds_losses;
 
-char *ds_model_new(const ds_config *cfg, ds_model **out);
+/* comp is shared with the caller, who may free its handle at any time; it
+ * may be NULL when lambda_feat is 0 or for the comparator task. */
+char *ds_model_new(const ds_config *cfg, ds_comparator *comp, ds_model **out);
 void ds_model_free(ds_model *m);
 
-/* x: n*3*size*size floats, NCHW, pixels in [-1,1]. */
-char *ds_model_train_step(ds_model *m, const float *x, int64_t n,
-                          ds_losses *out);
+/* x: n*3*size*size floats, NCHW, pixels in [-1,1]. labels: n class indices
+ * for the comparator task, NULL otherwise. */
+char *ds_model_train_step(ds_model *m, const float *x, const int64_t *labels,
+                          int64_t n, ds_losses *out);
+
+/* Comparator task: loss and accuracy on a batch, in eval mode. */
+char *ds_model_evaluate(ds_model *m, const float *x, const int64_t *labels,
+                        int64_t n, ds_losses *out);
 
 /* x and out: n*3*h*w floats in [-1,1]; h and w must be multiples of the
  * encoder's downsampling factor. Runs in eval mode without autograd. */
@@ -60,6 +108,10 @@ char *ds_model_reconstruct(ds_model *m, const float *x, int64_t n, int64_t h,
  * PyTorch state dict (torch.save's zip format). *buf is malloc'd. */
 char *ds_model_save(ds_model *m, int64_t step, char **buf, int64_t *len);
 char *ds_model_load(ds_model *m, const char *buf, int64_t len, int64_t *step);
+
+/* Comparator task: the trained feature layers alone, as a state dict that
+ * ds_comparator_new loads with arch "exemplar". */
+char *ds_model_export_comparator(ds_model *m, char **buf, int64_t *len);
 
 /* Number of parameters of the trained networks (for logs and tests). */
 int64_t ds_model_num_params(ds_model *m);

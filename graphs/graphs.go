@@ -26,28 +26,31 @@ type Task int
 // Tasks known to the engine.
 const (
 	Autoencoder Task = C.DS_TASK_AUTOENCODER
+	// ComparatorTask trains an Exemplar-CNN on surrogate classes.
+	ComparatorTask Task = C.DS_TASK_COMPARATOR
 )
 
 // Config is everything the engine needs to build a model.
 type Config struct {
-	Task           Task
-	Size           int // crop size; Size/8 must be a power of two
-	CodeChannels   int
-	ComparatorSize int // the comparator's input size
-	LambdaFeat     float64
-	LambdaAdv      float64
-	LambdaImg      float64
-	LR             float64
-	Beta1, Beta2   float64
-	WeightDecay    float64
-	Seed           int64
-	ComparatorSeed int64
+	Task         Task
+	Size         int // crop size; Size/8 must be a power of two
+	CodeChannels int
+	Classes      int // surrogate classes, for ComparatorTask
+	LambdaFeat   float64
+	LambdaAdv    float64
+	LambdaImg    float64
+	LR           float64
+	Beta1, Beta2 float64
+	WeightDecay  float64
+	Seed         int64
 }
 
 // Losses are one training step's unweighted loss terms. A term that is
-// switched off is 0.
+// switched off is 0. For ComparatorTask, Img holds the cross-entropy and
+// Accuracy the share of the batch classified right.
 type Losses struct {
 	Feat, Adv, Img, Discr float64
+	Accuracy              float64
 	// UpdatedG and UpdatedD tell whether the balancing rule let G and D
 	// learn on this step.
 	UpdatedG, UpdatedD bool
@@ -73,24 +76,35 @@ func errorFrom(op string, msg *C.char) error {
 func SetThreads(n int) { C.ds_set_num_threads(C.int32_t(n)) }
 
 // NewModel builds the networks of cfg with freshly initialised weights.
-func NewModel(cfg Config) (*Model, error) {
+// comp is the comparator of the feature loss; it may be nil when the loss
+// has no feature term. The model keeps its own reference: comp may be
+// closed at any time.
+func NewModel(cfg Config, comp *Comparator) (*Model, error) {
 	c := C.ds_config{
-		task:            C.int32_t(cfg.Task),
-		size:            C.int32_t(cfg.Size),
-		code_channels:   C.int32_t(cfg.CodeChannels),
-		comparator_size: C.int32_t(cfg.ComparatorSize),
-		lambda_feat:     C.double(cfg.LambdaFeat),
-		lambda_adv:      C.double(cfg.LambdaAdv),
-		lambda_img:      C.double(cfg.LambdaImg),
-		lr:              C.double(cfg.LR),
-		beta1:           C.double(cfg.Beta1),
-		beta2:           C.double(cfg.Beta2),
-		weight_decay:    C.double(cfg.WeightDecay),
-		seed:            C.int64_t(cfg.Seed),
-		comparator_seed: C.int64_t(cfg.ComparatorSeed),
+		task:          C.int32_t(cfg.Task),
+		size:          C.int32_t(cfg.Size),
+		code_channels: C.int32_t(cfg.CodeChannels),
+		classes:       C.int32_t(cfg.Classes),
+		lambda_feat:   C.double(cfg.LambdaFeat),
+		lambda_adv:    C.double(cfg.LambdaAdv),
+		lambda_img:    C.double(cfg.LambdaImg),
+		lr:            C.double(cfg.LR),
+		beta1:         C.double(cfg.Beta1),
+		beta2:         C.double(cfg.Beta2),
+		weight_decay:  C.double(cfg.WeightDecay),
+		seed:          C.int64_t(cfg.Seed),
+	}
+	var cp *C.ds_comparator
+	if comp != nil {
+		if comp.ptr == nil {
+			return nil, errors.New("build model: comparator is closed")
+		}
+		cp = comp.ptr
 	}
 	var p *C.ds_model
-	if err := errorFrom("build model", C.ds_model_new(&c, &p)); err != nil {
+	err := errorFrom("build model", C.ds_model_new(&c, cp, &p))
+	runtime.KeepAlive(comp)
+	if err != nil {
 		return nil, err
 	}
 	m := &Model{ptr: p, cfg: cfg}
@@ -119,23 +133,48 @@ func (m *Model) NumParams() int64 {
 }
 
 // TrainStep runs one optimisation step on a batch of n crops, NCHW float32
-// in [-1,1], and returns the losses.
-func (m *Model) TrainStep(batch []float32, n int) (Losses, error) {
+// in [-1,1], and returns the losses. labels holds n class indices for
+// ComparatorTask and is nil otherwise.
+func (m *Model) TrainStep(batch []float32, labels []int64, n int) (Losses, error) {
+	return m.step("train step", true, batch, labels, n)
+}
+
+// Evaluate returns the loss and accuracy of a ComparatorTask model on a
+// labelled batch, without training.
+func (m *Model) Evaluate(batch []float32, labels []int64, n int) (Losses, error) {
+	return m.step("evaluate", false, batch, labels, n)
+}
+
+func (m *Model) step(op string, train bool, batch []float32, labels []int64, n int) (Losses, error) {
 	if m.ptr == nil {
 		return Losses{}, errClosed
 	}
 	if want := n * 3 * m.cfg.Size * m.cfg.Size; n <= 0 || len(batch) != want {
-		return Losses{}, fmt.Errorf("train step: batch has %d floats, want %d (n=%d, size=%d)", len(batch), want, n, m.cfg.Size)
+		return Losses{}, fmt.Errorf("%s: batch has %d floats, want %d (n=%d, size=%d)", op, len(batch), want, n, m.cfg.Size)
+	}
+	var lp *C.int64_t
+	if m.cfg.Task == ComparatorTask {
+		if len(labels) != n {
+			return Losses{}, fmt.Errorf("%s: %d labels for %d images", op, len(labels), n)
+		}
+		lp = (*C.int64_t)(&labels[0])
 	}
 	var l C.ds_losses
-	msg := C.ds_model_train_step(m.ptr, (*C.float)(&batch[0]), C.int64_t(n), &l)
+	var msg *C.char
+	if train {
+		msg = C.ds_model_train_step(m.ptr, (*C.float)(&batch[0]), lp, C.int64_t(n), &l)
+	} else {
+		msg = C.ds_model_evaluate(m.ptr, (*C.float)(&batch[0]), lp, C.int64_t(n), &l)
+	}
 	runtime.KeepAlive(batch)
-	if err := errorFrom("train step", msg); err != nil {
+	runtime.KeepAlive(labels)
+	if err := errorFrom(op, msg); err != nil {
 		return Losses{}, err
 	}
 	return Losses{
 		Feat: float64(l.loss_feat), Adv: float64(l.loss_adv),
 		Img: float64(l.loss_img), Discr: float64(l.loss_discr),
+		Accuracy: float64(l.accuracy),
 		UpdatedG: l.updated_g != 0, UpdatedD: l.updated_d != 0,
 	}, nil
 }
@@ -174,8 +213,27 @@ func (m *Model) Save(step int64) ([]byte, error) {
 	if err := errorFrom("save model", C.ds_model_save(m.ptr, C.int64_t(step), &buf, &n)); err != nil {
 		return nil, err
 	}
+	return takeBytes(buf, n), nil
+}
+
+// ExportComparator returns a ComparatorTask model's feature layers as a
+// state dict that an "exemplar" Comparator loads.
+func (m *Model) ExportComparator() ([]byte, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	var buf *C.char
+	var n C.int64_t
+	if err := errorFrom("export comparator", C.ds_model_export_comparator(m.ptr, &buf, &n)); err != nil {
+		return nil, err
+	}
+	return takeBytes(buf, n), nil
+}
+
+// takeBytes copies a malloc'd buffer into Go memory and frees it.
+func takeBytes(buf *C.char, n C.int64_t) []byte {
 	defer C.ds_free(unsafe.Pointer(buf))
-	return C.GoBytes(unsafe.Pointer(buf), C.int(n)), nil
+	return C.GoBytes(unsafe.Pointer(buf), C.int(n))
 }
 
 // Load restores a state written by Save and returns its step. After a failed

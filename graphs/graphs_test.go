@@ -9,8 +9,19 @@ import (
 )
 
 func testConfig() Config {
-	return Config{Task: Autoencoder, Size: 32, CodeChannels: 8, ComparatorSize: 64,
+	return Config{Task: Autoencoder, Size: 32, CodeChannels: 8,
 		LambdaFeat: 1, LambdaAdv: 0.01, LambdaImg: 1, LR: 2e-4, Beta1: 0.9, Beta2: 0.999, Seed: 1}
+}
+
+// testComparator is a small random AlexNet cut at conv2, at 64 px.
+func testComparator(t *testing.T) *Comparator {
+	t.Helper()
+	c, err := NewComparator(ComparatorSpec{Arch: "alexnet", Layer: "conv2", InputSize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
 
 func randomBatch(seed uint64, n, size int) []float32 {
@@ -36,7 +47,11 @@ func smoothBatch(n, size int) []float32 {
 
 func newModel(t *testing.T, cfg Config) *Model {
 	t.Helper()
-	m, err := NewModel(cfg)
+	var comp *Comparator
+	if cfg.LambdaFeat > 0 {
+		comp = testComparator(t)
+	}
+	m, err := NewModel(cfg, comp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +73,7 @@ func TestNewModelRejectsBadConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig()
 			tc.edit(&cfg)
-			m, err := NewModel(cfg)
+			m, err := NewModel(cfg, testComparator(t))
 			if err == nil {
 				m.Close()
 				t.Fatal("NewModel succeeded")
@@ -86,7 +101,7 @@ func TestTrainStepLossTerms(t *testing.T) {
 			cfg := testConfig()
 			cfg.LambdaFeat, cfg.LambdaAdv, cfg.LambdaImg = tc.feat, tc.adv, tc.img
 			m := newModel(t, cfg)
-			l, err := m.TrainStep(randomBatch(1, 2, 32), 2)
+			l, err := m.TrainStep(randomBatch(1, 2, 32), nil, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,13 +127,13 @@ func TestTrainingReducesLoss(t *testing.T) {
 	cfg.LR = 1e-3
 	m := newModel(t, cfg)
 	x := smoothBatch(4, 32)
-	first, err := m.TrainStep(x, 4)
+	first, err := m.TrainStep(x, nil, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var last Losses
 	for range 30 {
-		if last, err = m.TrainStep(x, 4); err != nil {
+		if last, err = m.TrainStep(x, nil, 4); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,7 +144,7 @@ func TestTrainingReducesLoss(t *testing.T) {
 
 func TestTrainStepRejectsWrongBatch(t *testing.T) {
 	m := newModel(t, testConfig())
-	if _, err := m.TrainStep(make([]float32, 10), 1); err == nil {
+	if _, err := m.TrainStep(make([]float32, 10), nil, 1); err == nil {
 		t.Fatal("accepted a batch of the wrong length")
 	}
 }
@@ -141,7 +156,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	cfg.LambdaAdv = 0
 	m := newModel(t, cfg)
 	for range 2 {
-		if _, err := m.TrainStep(randomBatch(3, 2, 32), 2); err != nil {
+		if _, err := m.TrainStep(randomBatch(3, 2, 32), nil, 2); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -178,7 +193,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	// same batch moves both models identically.
 	batch := randomBatch(5, 2, 32)
 	for _, mm := range []*Model{m, fresh} {
-		if _, err := mm.TrainStep(batch, 2); err != nil {
+		if _, err := mm.TrainStep(batch, nil, 2); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -213,7 +228,7 @@ func TestLoadRejectsBadCheckpoints(t *testing.T) {
 		{"truncated", testConfig(), state[:len(state)/2], "load model"},
 		{"garbage", testConfig(), []byte("not a checkpoint at all"), "load model"},
 		{"empty", testConfig(), nil, "empty checkpoint"},
-		{"other architecture", testConfig(), bigState, "checkpoint"},
+		{"other architecture", testConfig(), bigState, "has shape"},
 		{"other shape", wide, state, "has shape"},
 	}
 	for _, tc := range tests {
@@ -253,13 +268,13 @@ func TestReconstructShapes(t *testing.T) {
 }
 
 func TestClosedModel(t *testing.T) {
-	m, err := NewModel(testConfig())
+	m, err := NewModel(testConfig(), testComparator(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Close()
 	m.Close()
-	if _, err := m.TrainStep(randomBatch(1, 1, 32), 1); err == nil {
+	if _, err := m.TrainStep(randomBatch(1, 1, 32), nil, 1); err == nil {
 		t.Fatal("TrainStep on a closed model succeeded")
 	}
 }

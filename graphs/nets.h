@@ -5,10 +5,14 @@
 // as transposed convolutions with kernel 4, stride 2, padding 1.
 #pragma once
 
+#include <torch/script.h>
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace deepsim {
 
@@ -142,37 +146,146 @@ class Comparator {
   virtual void to(torch::Device d) = 0;
 };
 
-// AlexNet in torchvision's layout (features.0 ... features.12), cut at a
-// layer. For now it is built with random weights from a fixed seed: the
-// paper's "random AlexNet" comparator.
-struct AlexNetFeaturesImpl : nn::Module {
-  nn::Sequential features;
+// A feature network in torchvision's layout (features, avgpool, classifier)
+// and the chain of its modules that ends at the chosen layer.
+struct FeatureNetImpl : nn::Module {
+  nn::Sequential features, classifier;
+  nn::AdaptiveAvgPool2d avgpool{nullptr};
+  std::vector<nn::AnyModule> chain;
 
-  AlexNetFeaturesImpl() {
-    features = nn::Sequential(
-        conv(3, 64, 11, 4, 2), nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2)),
-        conv(64, 192, 5, 1, 2), nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2)),
-        conv(192, 384, 3, 1, 1), nn::ReLU(),
-        conv(384, 256, 3, 1, 1), nn::ReLU(),
-        conv(256, 256, 3, 1, 1), nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2)));
+  FeatureNetImpl(nn::Sequential f, int64_t pool, nn::Sequential c)
+      : features(std::move(f)),
+        classifier(std::move(c)),
+        avgpool(nn::AdaptiveAvgPool2d(pool)) {
     register_module("features", features);
+    register_module("avgpool", avgpool);
+    register_module("classifier", classifier);
+  }
+
+  // Cuts the network after nf feature modules and, when nc > 0, after the
+  // pooling and nc classifier modules.
+  void cut(size_t nf, size_t nc) {
+    chain.clear();
+    for (size_t i = 0; i < nf; i++) chain.push_back(features->begin()[i]);
+    if (nc == 0) return;
+    chain.emplace_back(avgpool);
+    chain.emplace_back(nn::Flatten());
+    for (size_t i = 0; i < nc; i++) chain.push_back(classifier->begin()[i]);
+  }
+
+  torch::Tensor forward(torch::Tensor x) {
+    for (auto& m : chain) x = m.forward(x);
+    return x;
   }
 };
-TORCH_MODULE(AlexNetFeatures);
+TORCH_MODULE(FeatureNet);
 
-class AlexNetComparator : public Comparator {
- public:
-  AlexNetComparator(int64_t input_size, int64_t seed) : size_(input_size) {
-    torch::manual_seed(seed);
-    net_ = AlexNetFeatures();
-    // He init for ReLU, so that random features keep their scale to conv5.
-    torch::NoGradGuard no_grad;
-    for (auto& p : net_->named_parameters()) {
-      if (p.value().dim() >= 2)
-        nn::init::kaiming_normal_(p.value(), 0.0, torch::kFanIn, torch::kReLU);
-      else
-        p.value().zero_();
+inline nn::MaxPool2d maxpool(int64_t k, int64_t s) {
+  return nn::MaxPool2d(nn::MaxPool2dOptions(k).stride(s));
+}
+
+// torchvision's AlexNet.
+inline FeatureNet alexnet() {
+  return FeatureNet(
+      nn::Sequential(conv(3, 64, 11, 4, 2), nn::ReLU(), maxpool(3, 2),
+                     conv(64, 192, 5, 1, 2), nn::ReLU(), maxpool(3, 2),
+                     conv(192, 384, 3, 1, 1), nn::ReLU(),
+                     conv(384, 256, 3, 1, 1), nn::ReLU(),
+                     conv(256, 256, 3, 1, 1), nn::ReLU(), maxpool(3, 2)),
+      6,
+      nn::Sequential(nn::Dropout(0.5), nn::Linear(256 * 6 * 6, 4096), nn::ReLU(),
+                     nn::Dropout(0.5), nn::Linear(4096, 4096), nn::ReLU(),
+                     nn::Linear(4096, 1000)));
+}
+
+// torchvision's VGG16 (configuration D, no batch norm).
+inline FeatureNet vgg16() {
+  nn::Sequential f;
+  int64_t in = 3;
+  for (int64_t v : {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0,
+                    512, 512, 512, 0}) {
+    if (v == 0) {
+      f->push_back(maxpool(2, 2));
+    } else {
+      f->push_back(conv(in, v, 3, 1, 1));
+      f->push_back(nn::ReLU());
+      in = v;
     }
+  }
+  return FeatureNet(
+      f, 7,
+      nn::Sequential(nn::Linear(512 * 7 * 7, 4096), nn::ReLU(), nn::Dropout(0.5),
+                     nn::Linear(4096, 4096), nn::ReLU(), nn::Dropout(0.5),
+                     nn::Linear(4096, 1000)));
+}
+
+// The project's Exemplar-CNN for 64 px inputs: small enough to train on two
+// cores and to ship, with a surrogate-class head used only in training.
+inline FeatureNet exemplar(int64_t classes) {
+  return FeatureNet(
+      nn::Sequential(conv(3, 32, 5), nn::ReLU(), maxpool(2, 2),     // conv1
+                     conv(32, 64, 5), nn::ReLU(), maxpool(2, 2),    // conv2
+                     conv(64, 128, 3), nn::ReLU(), maxpool(2, 2),   // conv3
+                     conv(128, 256, 3), nn::ReLU()),                // conv4
+      1,
+      nn::Sequential(nn::Linear(256, 512), nn::ReLU(), nn::Dropout(0.5),
+                     nn::Linear(512, classes)));
+}
+
+// Where each named layer ends: {feature modules, classifier modules}.
+struct Cut {
+  size_t nf, nc;
+};
+
+inline Cut layer_cut(const std::string& arch, const std::string& layer) {
+  if (arch == "alexnet") {
+    static const std::map<std::string, Cut> cuts = {
+        {"conv1", {3, 0}}, {"conv2", {6, 0}}, {"conv3", {8, 0}},
+        {"conv4", {10, 0}}, {"conv5", {13, 0}}, {"fc6", {13, 3}},
+        {"fc7", {13, 6}}, {"fc8", {13, 7}}};
+    auto it = cuts.find(layer);
+    if (it != cuts.end()) return it->second;
+  } else if (arch == "vgg16") {
+    // convB_L after its ReLU, poolB after the pooling, fc6..fc8.
+    const int per_block[] = {2, 2, 3, 3, 3};
+    size_t idx = 0;
+    for (int b = 0; b < 5; b++) {
+      for (int l = 0; l < per_block[b]; l++) {
+        idx += 2;
+        if (layer == "conv" + std::to_string(b + 1) + "_" + std::to_string(l + 1))
+          return {idx, 0};
+      }
+      idx += 1;
+      if (layer == "pool" + std::to_string(b + 1)) return {idx, 0};
+    }
+    if (layer == "fc6") return {31, 2};
+    if (layer == "fc7") return {31, 5};
+    if (layer == "fc8") return {31, 7};
+  } else if (arch == "exemplar") {
+    static const std::map<std::string, Cut> cuts = {
+        {"conv1", {3, 0}}, {"conv2", {6, 0}}, {"conv3", {9, 0}}, {"conv4", {11, 0}}};
+    auto it = cuts.find(layer);
+    if (it != cuts.end()) return it->second;
+  }
+  throw std::invalid_argument("unknown layer \"" + layer + "\" for " + arch);
+}
+
+inline torch::Tensor resize_to(const torch::Tensor& x, int64_t size) {
+  if (x.size(2) == size && x.size(3) == size) return x;
+  return torch::nn::functional::interpolate(
+      x, torch::nn::functional::InterpolateFuncOptions()
+             .size(std::vector<int64_t>{size, size})
+             .mode(torch::kBilinear)
+             .align_corners(false));
+}
+
+// A torchvision-style or Exemplar-CNN comparator. ImageNet networks see
+// ImageNet-normalised RGB; the Exemplar-CNN sees [-1,1] as it was trained.
+class NetComparator : public Comparator {
+ public:
+  NetComparator(FeatureNet net, Cut cut, int64_t input_size, bool imagenet)
+      : net_(std::move(net)), size_(input_size), imagenet_(imagenet) {
+    net_->cut(cut.nf, cut.nc);
     net_->eval();
     for (auto& p : net_->parameters()) p.requires_grad_(false);
     mean_ = torch::tensor({0.485, 0.456, 0.406}).view({1, 3, 1, 1});
@@ -180,16 +293,9 @@ class AlexNetComparator : public Comparator {
   }
 
   torch::Tensor features(const torch::Tensor& x) override {
-    auto h = x;
-    if (h.size(2) != size_ || h.size(3) != size_) {
-      h = torch::nn::functional::interpolate(
-          h, torch::nn::functional::InterpolateFuncOptions()
-                 .size(std::vector<int64_t>{size_, size_})
-                 .mode(torch::kBilinear)
-                 .align_corners(false));
-    }
-    h = ((h + 1) / 2 - mean_) / std_;  // [-1,1] -> ImageNet normalisation
-    return net_->features->forward(h);
+    auto h = resize_to(x, size_);
+    if (imagenet_) h = ((h + 1) / 2 - mean_) / std_;
+    return net_->forward(h);
   }
 
   void to(torch::Device d) override {
@@ -199,8 +305,64 @@ class AlexNetComparator : public Comparator {
   }
 
  private:
+  FeatureNet net_;
   int64_t size_;
-  AlexNetFeatures net_{nullptr};
+  bool imagenet_;
+  torch::Tensor mean_, std_;
+};
+
+// He initialisation for ReLU networks: random comparators keep the scale
+// of their features through the layers.
+inline void random_init(nn::Module& m) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : m.parameters()) {
+    if (p.dim() >= 2)
+      nn::init::kaiming_normal_(p, 0.0, torch::kFanIn, torch::kReLU);
+    else
+      p.zero_();
+  }
+}
+
+// A TorchScript module brought by the user: its forward, or the forward of
+// a named submodule, gives the features. It sees ImageNet-normalised RGB at
+// input_size, the convention of torchvision models.
+class ScriptComparator : public Comparator {
+ public:
+  ScriptComparator(const std::string& path, std::string submodule,
+                   int64_t input_size)
+      : mod_(torch::jit::load(path)),
+        sub_(std::move(submodule)),
+        size_(input_size) {
+    if (!sub_.empty() && !mod_.hasattr(sub_))
+      throw std::invalid_argument("TorchScript module " + path +
+                                  " has no submodule \"" + sub_ + "\"");
+    mod_.eval();
+    for (auto p : mod_.parameters()) p.requires_grad_(false);
+    mean_ = torch::tensor({0.485, 0.456, 0.406}).view({1, 3, 1, 1});
+    std_ = torch::tensor({0.229, 0.224, 0.225}).view({1, 3, 1, 1});
+  }
+
+  torch::Tensor features(const torch::Tensor& x) override {
+    auto h = ((resize_to(x, size_) + 1) / 2 - mean_) / std_;
+    auto m = sub_.empty() ? mod_ : mod_.attr(sub_).toModule();
+    torch::IValue out = m.forward({h});
+    if (out.isTuple()) out = out.toTupleRef().elements().at(0);
+    if (out.isList()) out = out.toListRef().at(0);
+    if (!out.isTensor())
+      throw std::runtime_error("TorchScript comparator did not return a tensor");
+    return out.toTensor();
+  }
+
+  void to(torch::Device d) override {
+    mod_.to(d);
+    mean_ = mean_.to(d);
+    std_ = std_.to(d);
+  }
+
+ private:
+  torch::jit::script::Module mod_;
+  std::string sub_;
+  int64_t size_;
   torch::Tensor mean_, std_;
 };
 

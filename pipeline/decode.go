@@ -44,6 +44,9 @@ func Decode(path string, opt DecodeOptions) (*image.NRGBA, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() == 0 {
+		return nil, errors.New("empty file")
+	}
 	r := bufio.NewReader(f)
 	cfg, format, err := image.DecodeConfig(r)
 	if err != nil {

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -182,12 +183,13 @@ func testSet(t testing.TB) *Set {
 
 func TestStreamDeterministicAndResumable(t *testing.T) {
 	set := testSet(t)
-	opt := StreamOptions{Crop: CropOptions{Size: 32, MinScale: 0.2, Flip: true}, Batch: 3, Seed: 5, Workers: 3, Depth: 2}
+	opt := StreamOptions{Crop: CropOptions{Size: 32, MinScale: 0.2, Flip: true}, Batch: 3, Seed: 5}
+	build := func(i int64) Batch { return MakeBatch(set, opt, i) }
 	collect := func(start int64, n int) []Batch {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var out []Batch
-		for b := range Stream(ctx, set, opt, start) {
+		for b := range Stream(ctx, build, start, 3, 2) {
 			out = append(out, b)
 			if len(out) == n {
 				break
@@ -236,5 +238,46 @@ func TestCHWRoundTrip(t *testing.T) {
 	}
 	if got := FromCHW([]float32{-3, 2, 0}, 1, 1).NRGBAAt(0, 0); got.R != 0 || got.G != 255 || got.B != 128 {
 		t.Fatalf("clamping gave %v", got)
+	}
+}
+
+func TestExemplarClasses(t *testing.T) {
+	set := &Set{}
+	for i := range 3 {
+		set.Images = append(set.Images, testimages.Photo(uint64(i), 400, 300))
+		set.Paths = append(set.Paths, "p")
+	}
+	ex := NewExemplar(set, 6, 64, 1)
+	if len(ex.Seeds) != 6 {
+		t.Fatalf("%d seeds", len(ex.Seeds))
+	}
+	for i := 1; i < len(ex.Seeds); i++ {
+		if ex.Seeds[i].GradEnergy > ex.Seeds[i-1].GradEnergy {
+			t.Fatal("seeds are not ordered by texture")
+		}
+	}
+	a, b := ex.Batch(2, 7, 5), ex.Batch(2, 7, 5)
+	if !slices.Equal(a.Data, b.Data) || !slices.Equal(a.Labels, b.Labels) {
+		t.Fatal("the same batch index gave different batches")
+	}
+	if a.N != 5 || len(a.Labels) != 5 || len(a.Data) != 5*3*64*64 {
+		t.Fatalf("batch of %d with %d labels and %d values", a.N, len(a.Labels), len(a.Data))
+	}
+	for _, l := range a.Labels {
+		if l < 0 || l >= 6 {
+			t.Fatalf("label %d", l)
+		}
+	}
+	h := ex.Heldout(2, 3)
+	if h.N != 18 || h.Labels[0] != 0 || h.Labels[7] != 1 {
+		t.Fatalf("held-out set: %d samples, labels %v", h.N, h.Labels[:8])
+	}
+	if slices.Equal(h.Data[:3*64*64], ex.Batch(2, 0, 1).Data) {
+		t.Fatal("held-out sample equals a training sample")
+	}
+	// Two transformations of one class differ: augmentation is random.
+	rng := rand.New(rand.NewPCG(1, 2))
+	if slices.Equal(ex.Augment(rng, 0).Pix, ex.Augment(rng, 0).Pix) {
+		t.Fatal("two augmentations are identical")
 	}
 }

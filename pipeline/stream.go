@@ -7,24 +7,22 @@ import (
 
 // Batch is n crops as float32 NCHW in [-1,1].
 type Batch struct {
-	Index int64 // position in the stream; equal indices give equal batches
-	N     int
-	Size  int
-	Data  []float32
+	Index  int64 // position in the stream; equal indices give equal batches
+	N      int
+	Size   int
+	Data   []float32
+	Labels []int64 // class of each crop, for classification tasks
 }
 
-// StreamOptions controls Stream.
+// StreamOptions controls the crops of MakeBatch.
 type StreamOptions struct {
-	Crop    CropOptions
-	Batch   int
-	Seed    uint64
-	Workers int // goroutines building batches; at least 1
-	Depth   int // batches each worker may have ready; at least 1
+	Crop  CropOptions
+	Batch int
+	Seed  uint64
 }
 
-// MakeBatch builds the batch at position index. It depends only on the set,
-// the options and index, so a stream resumed at a step repeats nothing and
-// differs in nothing from the stream that was interrupted.
+// MakeBatch builds the training batch at position index from random crops.
+// It depends only on the set, the options and index.
 func MakeBatch(set *Set, opt StreamOptions, index int64) Batch {
 	rng := rand.New(rand.NewPCG(opt.Seed, uint64(index)))
 	size := opt.Crop.Size
@@ -38,27 +36,29 @@ func MakeBatch(set *Set, opt StreamOptions, index int64) Batch {
 	return b
 }
 
-// Stream delivers the batches from position start on, in order, built ahead
-// of time by opt.Workers goroutines into a bounded queue. It stops when ctx
-// is cancelled; the channel is then closed.
-func Stream(ctx context.Context, set *Set, opt StreamOptions, start int64) <-chan Batch {
-	workers := max(1, opt.Workers)
-	depth := max(1, opt.Depth)
+// Stream delivers the batches build(start), build(start+1), ... in order,
+// built ahead of time by workers goroutines, each with a queue of depth
+// batches. build must depend only on its index, so a stream resumed at a
+// step differs in nothing from the stream that was interrupted. Stream stops
+// when ctx is cancelled; the channel is then closed.
+func Stream(ctx context.Context, build func(index int64) Batch, start int64, workers, depth int) <-chan Batch {
+	workers, depth = max(1, workers), max(1, depth)
 	// Worker w builds batches start+w, start+w+workers, ...; reading the
 	// workers' queues in turn restores the order.
 	queues := make([]chan Batch, workers)
 	for w := range queues {
-		queues[w] = make(chan Batch, depth)
-		go func(w int, q chan<- Batch) {
+		q := make(chan Batch, depth)
+		queues[w] = q
+		go func() {
 			defer close(q)
 			for i := start + int64(w); ; i += int64(workers) {
 				select {
-				case q <- MakeBatch(set, opt, i):
+				case q <- build(i):
 				case <-ctx.Done():
 					return
 				}
 			}
-		}(w, queues[w])
+		}()
 	}
 	out := make(chan Batch)
 	go func() {

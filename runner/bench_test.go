@@ -12,6 +12,7 @@ import (
 	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/internal/testimages"
 	"github.com/deepsim/deepsim/pipeline"
+	"github.com/deepsim/deepsim/pretrained"
 )
 
 // The default photos (make deps installs them); benchmarks fall back to
@@ -41,11 +42,27 @@ func benchSet(b *testing.B, cfg Config) *pipeline.Set {
 	return set
 }
 
-func streamOptions(cfg Config) pipeline.StreamOptions {
-	return pipeline.StreamOptions{
+// stream is the training run's data stream: random crops on two workers.
+func stream(ctx context.Context, set *pipeline.Set, cfg Config) <-chan pipeline.Batch {
+	opt := pipeline.StreamOptions{
 		Crop:  pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale, Flip: true},
-		Batch: cfg.Batch, Seed: uint64(cfg.Seed), Workers: 2, Depth: 2,
+		Batch: cfg.Batch, Seed: uint64(cfg.Seed),
 	}
+	return pipeline.Stream(ctx, func(i int64) pipeline.Batch { return pipeline.MakeBatch(set, opt, i) }, 0, 2, 2)
+}
+
+// benchModel builds the default model with its default comparator.
+func benchModel(b *testing.B, cfg Config) *graphs.Model {
+	comp, err := pretrained.OpenString(cfg.ComparatorSpec(), pretrained.Store{Home: b.TempDir()}, cfg.ComparatorSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer comp.Close()
+	model, err := graphs.NewModel(cfg.Graph(), comp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return model
 }
 
 // BenchmarkPipeline measures what the data pipeline alone delivers for the
@@ -55,7 +72,7 @@ func BenchmarkPipeline(b *testing.B) {
 	set := benchSet(b, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := pipeline.Stream(ctx, set, streamOptions(cfg), 0)
+	s := stream(ctx, set, cfg)
 	<-s
 	const batches = 100
 	start := time.Now()
@@ -66,22 +83,19 @@ func BenchmarkPipeline(b *testing.B) {
 }
 
 // BenchmarkTrain measures training throughput of the default autoencoder
-// configuration (64 px, batch 16, feature + adversarial + image loss), data
-// pipeline included.
+// configuration (64 px, batch 16, feature + adversarial + image loss with
+// the shipped comparator), data pipeline included.
 func BenchmarkTrain(b *testing.B) {
 	cfg := Defaults()
 	set := benchSet(b, cfg)
-	model, err := graphs.NewModel(cfg.Graph())
-	if err != nil {
-		b.Fatal(err)
-	}
+	model := benchModel(b, cfg)
 	defer model.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := pipeline.Stream(ctx, set, streamOptions(cfg), 0)
+	s := stream(ctx, set, cfg)
 	step := func() {
 		batch := <-s
-		if _, err := model.TrainStep(batch.Data, batch.N); err != nil {
+		if _, err := model.TrainStep(batch.Data, nil, batch.N); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -103,18 +117,15 @@ func BenchmarkMemoryFlat(b *testing.B) {
 	cfg := Defaults()
 	cfg.Batch = 4
 	set := benchSet(b, cfg)
-	model, err := graphs.NewModel(cfg.Graph())
-	if err != nil {
-		b.Fatal(err)
-	}
+	model := benchModel(b, cfg)
 	defer model.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := pipeline.Stream(ctx, set, streamOptions(cfg), 0)
+	s := stream(ctx, set, cfg)
 	var at200 float64
 	for i := 1; i <= 1000; i++ {
 		batch := <-s
-		if _, err := model.TrainStep(batch.Data, batch.N); err != nil {
+		if _, err := model.TrainStep(batch.Data, nil, batch.N); err != nil {
 			b.Fatal(err)
 		}
 		if i == 200 {

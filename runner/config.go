@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/deepsim/deepsim/internal/atomicfile"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/deepsim/deepsim/graphs"
 )
@@ -23,11 +25,18 @@ type Config struct {
 	Batch        int   `json:"batch"`
 	Steps        int64 `json:"steps"`
 
-	// The comparator C and the side it resizes its input to.
+	// The comparator C (a spec: NAME:LAYER, ARCH-random:LAYER or
+	// FILE.pt[:SUBMODULE]); Layer applies when the spec names none.
+	// ComparatorSize overrides the side C resizes its input to (0: C's own).
 	Comparator     string `json:"comparator"`
-	Layer          string `json:"layer"`
+	Layer          string `json:"layer,omitempty"`
 	ComparatorSize int    `json:"comparator_size"`
-	ComparatorSeed int64  `json:"comparator_seed"`
+
+	// Comparator task: surrogate classes, and how often to measure their
+	// accuracy on held-out transformations (HeldoutPerClass per class).
+	Classes         int   `json:"classes,omitempty"`
+	HeldoutPerClass int   `json:"heldout_per_class,omitempty"`
+	EvalEvery       int64 `json:"eval_every,omitempty"`
 
 	// Loss weights, on mean-reduced squared errors: pixels in [-1,1] for the
 	// image term, comparator features for the feature term, and the mean
@@ -55,12 +64,11 @@ type Config struct {
 // Task names.
 const (
 	TaskAutoencoder = "autoencoder"
+	TaskComparator  = "comparator"
 )
 
-// Comparators available in this version.
-const (
-	ComparatorAlexNetRandom = "alexnet-random"
-)
+// DefaultComparator is the shipped Exemplar-CNN, trained by this project.
+const DefaultComparator = "exemplar:conv3"
 
 // Defaults is the reference configuration: the paper's optimiser and the
 // loss weights of a run that trained stably on these machines (PAPER.md).
@@ -71,10 +79,8 @@ func Defaults() Config {
 		CodeChannels:    8,
 		Batch:           16,
 		Steps:           2000,
-		Comparator:      ComparatorAlexNetRandom,
-		Layer:           "conv5",
-		ComparatorSize:  128,
-		ComparatorSeed:  0,
+		Comparator:      DefaultComparator,
+		ComparatorSize:  0,
 		LambdaFeat:      1,
 		LambdaAdv:       0.01,
 		LambdaImg:       1,
@@ -91,12 +97,51 @@ func Defaults() Config {
 	}
 }
 
+// DefaultsFor is Defaults adjusted for a task: the comparator task trains
+// a classifier, which wants a larger batch and learning rate and no
+// generator losses.
+func DefaultsFor(task string) Config {
+	c := Defaults()
+	c.Task = task
+	if task == TaskComparator {
+		c.Batch, c.Steps, c.LR, c.WeightDecay = 64, 1500, 1e-3, 5e-4
+		c.Classes, c.HeldoutPerClass, c.EvalEvery = 100, 4, 100
+		c.Comparator = ""
+		c.LambdaFeat, c.LambdaAdv, c.LambdaImg = 0, 0, 0
+	}
+	return c
+}
+
+// ComparatorSpec is the effective comparator spec: Comparator, with Layer
+// appended when the spec names no layer.
+func (c Config) ComparatorSpec() string {
+	if c.Layer != "" && !strings.Contains(c.Comparator, ":") {
+		return c.Comparator + ":" + c.Layer
+	}
+	return c.Comparator
+}
+
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
 	f := c.Size / 8
+	if c.Task == TaskComparator {
+		switch {
+		case len(c.Data) == 0:
+			return errors.New("no --data folder given")
+		case c.Size != 64:
+			return fmt.Errorf("--size %d: the Exemplar-CNN comparator trains on 64 px patches", c.Size)
+		case c.Classes < 2:
+			return fmt.Errorf("--classes %d: need at least 2 surrogate classes", c.Classes)
+		case c.Batch < 1 || c.Steps < 1 || c.LR <= 0:
+			return errors.New("--batch, --steps and --lr must be positive")
+		case c.HeldoutPerClass < 1 || c.EvalEvery < 1 || c.LogEvery < 1 || c.CheckpointEvery < 1:
+			return errors.New("held-out size and intervals must be at least 1")
+		}
+		return nil
+	}
 	switch {
 	case c.Task != TaskAutoencoder:
-		return fmt.Errorf("task %q is not available (have: %s)", c.Task, TaskAutoencoder)
+		return fmt.Errorf("task %q is not available (have: %s, %s)", c.Task, TaskAutoencoder, TaskComparator)
 	case len(c.Data) == 0:
 		return errors.New("no --data folder given")
 	case c.Size < 16 || c.Size%8 != 0 || f&(f-1) != 0:
@@ -107,12 +152,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--batch %d: must be at least 1", c.Batch)
 	case c.Steps < 1:
 		return fmt.Errorf("--steps %d: must be at least 1", c.Steps)
-	case c.Comparator != ComparatorAlexNetRandom:
-		return fmt.Errorf("comparator %q is not available: this version has only %q", c.Comparator, ComparatorAlexNetRandom)
-	case c.Layer != "conv5":
-		return fmt.Errorf("layer %q is not available for %s: use conv5", c.Layer, c.Comparator)
-	case c.ComparatorSize < 64:
-		return fmt.Errorf("comparator size %d: AlexNet needs at least 64", c.ComparatorSize)
+	case c.LambdaFeat > 0 && c.Comparator == "":
+		return errors.New("the feature loss needs a --comparator")
+	case c.ComparatorSize != 0 && c.ComparatorSize < 16:
+		return fmt.Errorf("comparator size %d: too small", c.ComparatorSize)
 	case c.LambdaFeat < 0 || c.LambdaAdv < 0 || c.LambdaImg < 0:
 		return errors.New("loss weights must not be negative")
 	case c.LambdaFeat == 0 && c.LambdaAdv == 0 && c.LambdaImg == 0:
@@ -131,20 +174,23 @@ func (c Config) Validate() error {
 
 // Graph is the engine's view of the configuration.
 func (c Config) Graph() graphs.Config {
+	task := graphs.Autoencoder
+	if c.Task == TaskComparator {
+		task = graphs.ComparatorTask
+	}
 	return graphs.Config{
-		Task:           graphs.Autoencoder,
-		Size:           c.Size,
-		CodeChannels:   c.CodeChannels,
-		ComparatorSize: c.ComparatorSize,
-		LambdaFeat:     c.LambdaFeat,
-		LambdaAdv:      c.LambdaAdv,
-		LambdaImg:      c.LambdaImg,
-		LR:             c.LR,
-		Beta1:          c.Beta1,
-		Beta2:          c.Beta2,
-		WeightDecay:    c.WeightDecay,
-		Seed:           c.Seed,
-		ComparatorSeed: c.ComparatorSeed,
+		Task:         task,
+		Size:         c.Size,
+		CodeChannels: c.CodeChannels,
+		Classes:      c.Classes,
+		LambdaFeat:   c.LambdaFeat,
+		LambdaAdv:    c.LambdaAdv,
+		LambdaImg:    c.LambdaImg,
+		LR:           c.LR,
+		Beta1:        c.Beta1,
+		Beta2:        c.Beta2,
+		WeightDecay:  c.WeightDecay,
+		Seed:         c.Seed,
 	}
 }
 
@@ -153,6 +199,9 @@ const (
 	ConfigFile     = "config.json"
 	MetricsFile    = "metrics.jsonl"
 	CheckpointFile = "checkpoint.pt"
+	// ComparatorFile holds a comparator run's feature layers, the state
+	// dict that "runner comparator import --arch exemplar" takes.
+	ComparatorFile = "comparator.pt"
 )
 
 // SaveConfig writes cfg to dir/config.json atomically.
@@ -161,17 +210,23 @@ func SaveConfig(dir string, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(dir, ConfigFile), append(b, '\n'))
+	return atomicfile.WriteFile(filepath.Join(dir, ConfigFile), append(b, '\n'))
 }
 
-// LoadConfig reads dir/config.json, starting from Defaults so that fields
-// added later keep their default in older runs.
+// LoadConfig reads dir/config.json, starting from the task's defaults so
+// that fields added later keep their default in older runs.
 func LoadConfig(dir string) (Config, error) {
 	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	if err != nil {
 		return Config{}, fmt.Errorf("read run config: %w", err)
 	}
-	cfg := Defaults()
+	var head struct {
+		Task string `json:"task"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return Config{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, ConfigFile), err)
+	}
+	cfg := DefaultsFor(head.Task)
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return Config{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, ConfigFile), err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/deepsim/deepsim/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -24,6 +25,11 @@ type Metrics struct {
 	// GAN that stalls or runs away can be seen in the log.
 	UpdatedG bool `json:"updated_g"`
 	UpdatedD bool `json:"updated_d"`
+	// Comparator task: the surrogate-class cross-entropy and accuracy on the
+	// batch, and on the held-out transformations at evaluation steps.
+	LossClass  float64  `json:"loss_class,omitempty"`
+	TrainAcc   float64  `json:"train_acc,omitempty"`
+	HeldoutAcc *float64 `json:"surrogate_acc,omitempty"`
 }
 
 // ReadMetrics reads a metrics.jsonl file.
@@ -70,7 +76,7 @@ func truncateMetrics(dir string, step int64) error {
 	if keep.Len() == len(b) {
 		return nil
 	}
-	return WriteFileAtomic(path, keep.Bytes())
+	return atomicfile.WriteFile(path, keep.Bytes())
 }
 
 // metricsLog appends lines to metrics.jsonl.

@@ -36,14 +36,15 @@ type ReconstructSummary struct {
 }
 
 // OpenModel rebuilds a run's networks from its config.json and loads its
-// checkpoint.
+// checkpoint, for inference: without the comparator, which only training
+// needs.
 func OpenModel(run string) (*graphs.Model, Config, error) {
 	cfg, err := LoadConfig(run)
 	if err != nil {
 		return nil, cfg, err
 	}
 	graphs.SetThreads(cfg.Threads)
-	model, err := graphs.NewModel(cfg.Graph())
+	model, err := graphs.NewModel(cfg.Graph(), nil)
 	if err != nil {
 		return nil, cfg, err
 	}

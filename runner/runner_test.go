@@ -30,7 +30,6 @@ func smallConfig(data string) Config {
 	cfg := Defaults()
 	cfg.Data = []string{data}
 	cfg.Size, cfg.Batch, cfg.Steps = 32, 4, 12
-	cfg.ComparatorSize = 64
 	cfg.MaxSide = 96
 	cfg.CheckpointEvery = 5
 	return cfg

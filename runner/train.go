@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/deepsim/deepsim/internal/atomicfile"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/pipeline"
+	"github.com/deepsim/deepsim/pretrained"
 )
 
 // ErrInterrupted is returned when a run stops because its context was
@@ -29,6 +31,7 @@ var ErrInterrupted = errors.New("training interrupted")
 type TrainOptions struct {
 	Out    string // the run folder
 	Resume bool   // continue from Out's checkpoint
+	Store  pretrained.Store
 	Log    *slog.Logger
 	// Progress receives the progress bar when it is a terminal; otherwise a
 	// progress line is logged now and then. Nil means os.Stderr.
@@ -40,6 +43,8 @@ type TrainSummary struct {
 	StartStep, Step int64
 	Images          int                // images used
 	Skipped         []pipeline.Skipped // files that could not be used
+	// Comparator task: held-out surrogate-class accuracy at the last step.
+	HeldoutAcc float64
 }
 
 // Train runs cfg to cfg.Steps in the run folder, writing config.json,
@@ -66,19 +71,29 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run folder: %w", err)
 	}
-	removeStaleTemps(dir)
+	atomicfile.RemoveStale(dir)
 	if err := SaveConfig(dir, cfg); err != nil {
 		return nil, err
 	}
 	graphs.SetThreads(cfg.Threads)
 
+	// The comparator first: a missing one should fail before minutes of
+	// image decoding.
+	var comp *graphs.Comparator
+	if cfg.Task == TaskAutoencoder && cfg.LambdaFeat > 0 {
+		var err error
+		if comp, err = pretrained.OpenString(cfg.ComparatorSpec(), opt.Store, cfg.ComparatorSize); err != nil {
+			return nil, err
+		}
+		defer comp.Close()
+	}
 	set, err := loadTrainingSet(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	sum := &TrainSummary{Images: len(set.Images), Skipped: set.Skipped}
 
-	model, err := graphs.NewModel(cfg.Graph())
+	model, err := graphs.NewModel(cfg.Graph(), comp)
 	if err != nil {
 		return sum, err
 	}
@@ -102,7 +117,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		if err != nil {
 			return err
 		}
-		return WriteFileAtomic(ckpt, b)
+		return atomicfile.WriteFile(ckpt, b)
 	}
 	if step >= cfg.Steps {
 		log.Info("run already at its last step", "step", step, "steps", cfg.Steps)
@@ -117,13 +132,21 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 
 	streamCtx, stopStream := context.WithCancel(context.Background())
 	defer stopStream()
-	batches := pipeline.Stream(streamCtx, set, pipeline.StreamOptions{
-		Crop:    pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale, Flip: true},
-		Batch:   cfg.Batch,
-		Seed:    uint64(cfg.Seed),
-		Workers: 2,
-		Depth:   2,
-	}, step)
+	seed := uint64(cfg.Seed)
+	build := func(i int64) pipeline.Batch {
+		return pipeline.MakeBatch(set, pipeline.StreamOptions{
+			Crop:  pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale, Flip: true},
+			Batch: cfg.Batch, Seed: seed,
+		}, i)
+	}
+	var heldout pipeline.Batch
+	if cfg.Task == TaskComparator {
+		ex := pipeline.NewExemplar(set, cfg.Classes, cfg.Size, seed)
+		heldout = ex.Heldout(seed, cfg.HeldoutPerClass)
+		build = func(i int64) pipeline.Batch { return ex.Batch(seed, i, cfg.Batch) }
+		log.Info("surrogate classes", "classes", cfg.Classes, "heldout_samples", heldout.N)
+	}
+	batches := pipeline.Stream(streamCtx, build, step, 2, 2)
 
 	prog := newProgress(opt.Progress, log, step, cfg.Steps)
 	lastLog, lastLogStep := time.Now(), step
@@ -139,7 +162,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 			return sum, ErrInterrupted
 		case batch = <-batches:
 		}
-		losses, err := model.TrainStep(batch.Data, batch.N)
+		losses, err := model.TrainStep(batch.Data, batch.Labels, batch.N)
 		if err != nil {
 			return sum, fmt.Errorf("step %d: %w", step+1, err)
 		}
@@ -152,7 +175,18 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		}
 		m := Metrics{Step: step, LossFeat: losses.Feat, LossAdv: losses.Adv, LossImg: losses.Img, LossDiscr: losses.Discr,
 			UpdatedG: losses.UpdatedG, UpdatedD: losses.UpdatedD}
-		if step%cfg.LogEvery == 0 || step == cfg.Steps {
+		if cfg.Task == TaskComparator {
+			m.LossImg, m.LossClass, m.TrainAcc = 0, losses.Img, losses.Accuracy
+		}
+		last := step == cfg.Steps
+		if cfg.Task == TaskComparator && (step%cfg.EvalEvery == 0 || last) {
+			acc, err := heldoutAccuracy(model, heldout)
+			if err != nil {
+				return sum, err
+			}
+			m.HeldoutAcc, sum.HeldoutAcc = &acc, acc
+		}
+		if step%cfg.LogEvery == 0 || last || m.HeldoutAcc != nil {
 			now := time.Now()
 			m.ImagesPerSec = float64((step-lastLogStep)*int64(cfg.Batch)) / now.Sub(lastLog).Seconds()
 			lastLog, lastLogStep = now, step
@@ -161,7 +195,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 			}
 			prog.update(m)
 		}
-		if step%cfg.CheckpointEvery == 0 && step < cfg.Steps {
+		if step%cfg.CheckpointEvery == 0 && !last {
 			if err := save(); err != nil {
 				return sum, fmt.Errorf("checkpoint at step %d: %w", step, err)
 			}
@@ -171,7 +205,34 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if err := save(); err != nil {
 		return sum, fmt.Errorf("final checkpoint: %w", err)
 	}
+	if cfg.Task == TaskComparator {
+		b, err := model.ExportComparator()
+		if err != nil {
+			return sum, err
+		}
+		if err := atomicfile.WriteFile(filepath.Join(dir, ComparatorFile), b); err != nil {
+			return sum, err
+		}
+		log.Info("comparator written", "file", filepath.Join(dir, ComparatorFile), "classes", cfg.Classes,
+			"heldout_surrogate_accuracy", sum.HeldoutAcc, "heldout_samples", heldout.N)
+	}
 	return sum, nil
+}
+
+// heldoutAccuracy classifies the held-out transformations in chunks.
+func heldoutAccuracy(model *graphs.Model, b pipeline.Batch) (float64, error) {
+	const chunk = 64
+	plane := 3 * b.Size * b.Size
+	var right float64
+	for i := 0; i < b.N; i += chunk {
+		n := min(chunk, b.N-i)
+		l, err := model.Evaluate(b.Data[i*plane:(i+n)*plane], b.Labels[i:i+n], n)
+		if err != nil {
+			return 0, err
+		}
+		right += l.Accuracy * float64(n)
+	}
+	return right / float64(b.N), nil
 }
 
 func loadTrainingSet(ctx context.Context, cfg Config, log *slog.Logger) (*pipeline.Set, error) {
@@ -240,9 +301,20 @@ func newProgress(w io.Writer, log *slog.Logger, start, end int64) *progress {
 
 func (p *progress) update(m Metrics) {
 	desc := fmt.Sprintf("feat %.4g adv %.4g img %.4g discr %.4g  %.1f img/s", m.LossFeat, m.LossAdv, m.LossImg, m.LossDiscr, m.ImagesPerSec)
+	if m.LossClass > 0 {
+		desc = fmt.Sprintf("loss %.4g acc %.3f  %.1f img/s", m.LossClass, m.TrainAcc, m.ImagesPerSec)
+	}
 	if p.bar != nil {
 		p.bar.Describe(desc)
 		p.bar.Set64(m.Step)
+		return
+	}
+	if m.HeldoutAcc != nil {
+		p.log.Info("held-out surrogate accuracy", "step", m.Step, "accuracy", *m.HeldoutAcc)
+	}
+	if m.LossClass > 0 && ((m.Step-p.start)%p.every == 0 || m.Step == p.end) {
+		p.log.Info("train", "step", m.Step, "of", p.end, "loss_class", m.LossClass, "train_acc", m.TrainAcc,
+			"images_per_sec", math.Round(m.ImagesPerSec*10)/10)
 		return
 	}
 	if (m.Step-p.start)%p.every == 0 || m.Step == p.end {

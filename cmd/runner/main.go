@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,14 +16,18 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/deepsim/deepsim/pretrained"
 	"github.com/deepsim/deepsim/runner"
 )
 
 const usage = `runner trains and uses DeePSiM image generators.
 
 Commands:
-  runner train --task autoencoder --data DIR --out RUN [flags]
+  runner train --task autoencoder|comparator --data DIR --out RUN [flags]
   runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...
+  runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC]
+  runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]
+  runner comparator list
   runner crops --data DIR --out DIR [--n 8] [--size 128] [--seed 1]
 
 Run "runner COMMAND -h" for a command's flags.
@@ -40,10 +45,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// After the first signal a second one kills at once.
 	go func() { <-ctx.Done(); stop() }()
-	os.Exit(run(ctx, os.Args[1:], os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, usage)
@@ -60,6 +65,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		err = cmdReconstruct(ctx, args[1:], log, stderr)
 	case "crops":
 		err = cmdCrops(ctx, args[1:], log, stderr)
+	case "eval":
+		err = cmdEval(ctx, args[1:], log, stdout, stderr)
+	case "comparator":
+		err = cmdComparator(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "runner: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
@@ -97,16 +106,17 @@ func (l *listFlag) Set(v string) error {
 // bindTrainFlags binds cfg's fields to fs, so that the flags' defaults are
 // cfg's values.
 func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *bool) {
-	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder")
+	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, or comparator (an Exemplar-CNN)")
 	fs.Var((*listFlag)(&cfg.Data), "data", "folder(s) of JPEG/PNG images, comma-separated or repeated")
 	fs.StringVar(out, "out", "", "run folder to create (or to continue, with --resume)")
 	fs.BoolVar(resume, "resume", false, "continue the run in --out from its checkpoint")
 	fs.Int64Var(&cfg.Steps, "steps", cfg.Steps, "train until this step")
 	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "crops per step")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "crop side in pixels (16, 32, 64, 128, 256)")
-	fs.StringVar(&cfg.Comparator, "comparator", cfg.Comparator, "comparator network C")
-	fs.StringVar(&cfg.Layer, "layer", cfg.Layer, "comparator layer whose features are compared")
-	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to")
+	fs.StringVar(&cfg.Comparator, "comparator", cfg.Comparator, "comparator C: NAME:LAYER, ARCH-random:LAYER or FILE.pt[:SUBMODULE]")
+	fs.StringVar(&cfg.Layer, "layer", cfg.Layer, "comparator layer, when --comparator names none")
+	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to (0: its own)")
+	fs.IntVar(&cfg.Classes, "classes", cfg.Classes, "surrogate classes (comparator task)")
 	fs.Float64Var(&cfg.LambdaFeat, "lambda-feat", cfg.LambdaFeat, "weight of the feature (perceptual) loss")
 	fs.Float64Var(&cfg.LambdaAdv, "lambda-adv", cfg.LambdaAdv, "weight of the adversarial loss")
 	fs.Float64Var(&cfg.LambdaImg, "lambda-img", cfg.LambdaImg, "weight of the pixel loss")
@@ -121,8 +131,24 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *b
 // agree with the run's config.json.
 var resumable = map[string]bool{"steps": true, "threads": true, "data": true, "log-every": true, "checkpoint-every": true, "out": true, "resume": true}
 
+// taskOf finds --task in args, so that flags default to the task's values.
+func taskOf(args []string) string {
+	for i, a := range args {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "task" && strings.HasPrefix(a, "-") {
+			if hasVal {
+				return val
+			}
+			if i+1 < len(args) {
+				return args[i+1]
+			}
+		}
+	}
+	return runner.TaskAutoencoder
+}
+
 func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Writer) error {
-	cfg := runner.Defaults()
+	cfg := runner.DefaultsFor(taskOf(args))
 	var out string
 	var resume bool
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
@@ -171,7 +197,8 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Wr
 			return conflict
 		}
 	}
-	sum, err := runner.Train(ctx, cfg, runner.TrainOptions{Out: out, Resume: resume, Log: log, Progress: stderr})
+	store := pretrained.Store{Home: pretrained.DefaultHome()}
+	sum, err := runner.Train(ctx, cfg, runner.TrainOptions{Out: out, Resume: resume, Store: store, Log: log, Progress: stderr})
 	if sum != nil && len(sum.Skipped) > 0 {
 		log.Warn("some files were skipped", "skipped", len(sum.Skipped), "used", sum.Images)
 	}
@@ -187,10 +214,11 @@ func cmdReconstruct(ctx context.Context, args []string, log *slog.Logger, stderr
 	fs.SetOutput(stderr)
 	fs.StringVar(&opt.Run, "run", "", "trained run folder")
 	fs.StringVar(&opt.Out, "out", "", "folder for the reconstructions and grid.png")
-	if err := fs.Parse(args); err != nil {
+	inputs, err := parseInterleaved(fs, args)
+	if err != nil {
 		return usageErr(err)
 	}
-	opt.Inputs, opt.Log = fs.Args(), log
+	opt.Inputs, opt.Log = inputs, log
 	if opt.Run == "" || opt.Out == "" || len(opt.Inputs) == 0 {
 		fmt.Fprintln(stderr, "usage: runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...")
 		return errUsage
@@ -200,6 +228,40 @@ func cmdReconstruct(ctx context.Context, args []string, log *slog.Logger, stderr
 		return err
 	}
 	fmt.Fprintf(stderr, "wrote %d reconstructions to %s (skipped %d); grid: %s\n", len(sum.Written), opt.Out, len(sum.Skipped), sum.Grid)
+	return nil
+}
+
+func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
+	opt := runner.EvalOptions{N: 256, Seed: 1, Log: log, Store: pretrained.Store{Home: pretrained.DefaultHome()}}
+	var data listFlag
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&opt.Run, "run", "", "trained run folder")
+	fs.Var(&data, "data", "folder(s) of held-out images")
+	fs.IntVar(&opt.N, "n", opt.N, "number of seeded crops")
+	fs.Uint64Var(&opt.Seed, "seed", opt.Seed, "seed of the crops")
+	fs.StringVar(&opt.Judge, "judge", "", "independent comparator (default: one the run did not use)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := fs.Parse(args); err != nil {
+		return usageErr(err)
+	}
+	if opt.Run == "" || len(data) == 0 {
+		fmt.Fprintln(stderr, "usage: runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC]")
+		return errUsage
+	}
+	opt.Data = data
+	res, err := runner.Evaluate(ctx, opt)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		return enc.Encode(res)
+	}
+	fmt.Fprintf(stdout, "run: %s\ncrops: %d\ncomparator: %s\njudge: %s\npsnr: %.3f\nssim: %.4f\n"+
+		"image_error_pct: %.2f\nfeature_error_pct: %.2f\nfeature_error_independent_pct: %.2f\nsharpness_ratio: %.3f\n",
+		res.Run, res.N, res.Comparator, res.Judge, res.PSNR, res.SSIM, res.ImageErrorPct, res.FeatureErrorPct,
+		res.FeatureErrorIndependentPct, res.SharpnessRatio)
 	return nil
 }
 
@@ -227,6 +289,68 @@ func cmdCrops(ctx context.Context, args []string, log *slog.Logger, stderr io.Wr
 	}
 	fmt.Fprintf(stderr, "wrote %d crops to %s\n", len(written), opt.Out)
 	return nil
+}
+
+// parseInterleaved parses flags that may come before, between or after the
+// positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func cmdComparator(args []string, stdout, stderr io.Writer) error {
+	const use = "usage: runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]\n       runner comparator list"
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, use)
+		return errUsage
+	}
+	store := pretrained.Store{Home: pretrained.DefaultHome()}
+	switch args[0] {
+	case "import":
+		fs := flag.NewFlagSet("comparator import", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		name := fs.String("as", "", "name to store the weights under (then --comparator NAME:LAYER)")
+		arch := fs.String("arch", "", "architecture: alexnet, vgg16 or exemplar (default: detected from the keys)")
+		files, err := parseInterleaved(fs, args[1:])
+		if err != nil {
+			return usageErr(err)
+		}
+		if len(files) != 1 || *name == "" {
+			fmt.Fprintln(stderr, use)
+			return errUsage
+		}
+		e, err := store.Import(files[0], *name, *arch)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "imported %s as %q (%s, %d bytes, sha256 %s)\nuse it as --comparator %s:LAYER\n",
+			files[0], e.Name, e.Arch, e.Bytes, e.SHA256, e.Name)
+		return nil
+	case "list":
+		entries, err := store.List()
+		if err != nil {
+			return err
+		}
+		rec, _ := pretrained.ShippedInfo()
+		fmt.Fprintf(stdout, "%-16s %-9s %-12s %s\n", "NAME", "ARCH", "SHA256", "SOURCE")
+		fmt.Fprintf(stdout, "%-16s %-9s %-12s %s\n", pretrained.Shipped, "exemplar", rec.SHA256[:min(12, len(rec.SHA256))], "shipped with deepsim")
+		for _, e := range entries {
+			fmt.Fprintf(stdout, "%-16s %-9s %-12s %s\n", e.Name, e.Arch, e.SHA256[:12], e.Source)
+		}
+		fmt.Fprintf(stdout, "store: %s\n", store.Home)
+		return nil
+	}
+	fmt.Fprintln(stderr, use)
+	return errUsage
 }
 
 func usageErr(err error) error {

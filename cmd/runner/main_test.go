@@ -47,12 +47,12 @@ func photos(t *testing.T) string {
 // small are the flags of a run that takes a fraction of a second a step.
 func small(data, out string, extra ...string) []string {
 	return append([]string{"train", "--task", "autoencoder", "--data", data, "--out", out,
-		"--size", "32", "--batch", "4", "--comparator-size", "64", "--seed", "3"}, extra...)
+		"--size", "32", "--batch", "4", "--seed", "3"}, extra...)
 }
 
 func runCLI(args ...string) (int, string) {
 	var buf bytes.Buffer
-	code := run(context.Background(), args, &buf)
+	code := run(context.Background(), args, &buf, &buf)
 	return code, buf.String()
 }
 

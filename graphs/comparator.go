@@ -1,0 +1,126 @@
+package graphs
+
+/*
+#include <stdlib.h>
+#include "deepsim.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"unsafe"
+)
+
+// ComparatorSpec says how to build a comparator.
+type ComparatorSpec struct {
+	Arch  string // "alexnet", "vgg16", "exemplar" or "torchscript"
+	Layer string // a layer of Arch; for "torchscript" a submodule or ""
+	// Weights is a state dict file (torch.save format), or the module file
+	// for "torchscript"; WeightsData is a state dict in memory instead.
+	// With neither, the weights are random from Seed.
+	Weights     string
+	WeightsData []byte
+	Seed        int64
+	InputSize   int // the side the comparator resizes its input to
+}
+
+// Comparator is a fixed network whose features define perceptual
+// similarity. It takes [-1,1] pixels and applies its own normalisation.
+type Comparator struct {
+	ptr  *C.ds_comparator
+	spec ComparatorSpec
+}
+
+// NewComparator builds a comparator.
+func NewComparator(spec ComparatorSpec) (*Comparator, error) {
+	cs := []*C.char{C.CString(spec.Arch), C.CString(spec.Layer), C.CString(spec.Weights)}
+	defer func() {
+		for _, p := range cs {
+			C.free(unsafe.Pointer(p))
+		}
+	}()
+	c := C.ds_comparator_spec{arch: cs[0], layer: cs[1], weights: cs[2],
+		seed: C.int64_t(spec.Seed), input_size: C.int32_t(spec.InputSize)}
+	if len(spec.WeightsData) > 0 {
+		// A C copy: cgo forbids Go pointers inside the struct passed to C.
+		data := C.CBytes(spec.WeightsData)
+		defer C.free(data)
+		c.weights_data = (*C.char)(data)
+		c.weights_len = C.int64_t(len(spec.WeightsData))
+	}
+	var p *C.ds_comparator
+	if err := errorFrom("build comparator", C.ds_comparator_new(&c, &p)); err != nil {
+		return nil, err
+	}
+	cmp := &Comparator{ptr: p, spec: spec}
+	runtime.SetFinalizer(cmp, (*Comparator).Close)
+	return cmp, nil
+}
+
+// Close frees the comparator. Models built with it keep their own reference.
+func (c *Comparator) Close() {
+	if c.ptr != nil {
+		C.ds_comparator_free(c.ptr)
+		c.ptr = nil
+		runtime.SetFinalizer(c, nil)
+	}
+}
+
+// Features returns the comparator's features for n images of h x w (NCHW
+// float32 in [-1,1]) and their shape (n, channels, height, width).
+func (c *Comparator) Features(x []float32, n, h, w int) ([]float32, [4]int, error) {
+	var shape [4]int
+	if c.ptr == nil {
+		return nil, shape, errors.New("features: comparator is closed")
+	}
+	if want := n * 3 * h * w; n <= 0 || len(x) != want {
+		return nil, shape, fmt.Errorf("features: input has %d floats, want %d", len(x), want)
+	}
+	var out *C.float
+	var cs [4]C.int64_t
+	msg := C.ds_comparator_features(c.ptr, (*C.float)(&x[0]), C.int64_t(n), C.int64_t(h), C.int64_t(w), &out, &cs[0])
+	runtime.KeepAlive(x)
+	if err := errorFrom("features", msg); err != nil {
+		return nil, shape, err
+	}
+	defer C.ds_free(unsafe.Pointer(out))
+	total := 1
+	for i := range shape {
+		shape[i] = int(cs[i])
+		total *= shape[i]
+	}
+	f := make([]float32, total)
+	copy(f, unsafe.Slice((*float32)(unsafe.Pointer(out)), total))
+	return f, shape, nil
+}
+
+// CheckStateDict checks every key and shape of a state dict file against
+// an architecture ("" detects it from the keys) and returns the
+// architecture. The error names the first mismatch.
+func CheckStateDict(path, arch string) (string, error) {
+	cp, ca := C.CString(path), C.CString(arch)
+	defer C.free(unsafe.Pointer(cp))
+	defer C.free(unsafe.Pointer(ca))
+	var out *C.char
+	if err := errorFrom("check state dict", C.ds_state_dict_check(cp, ca, &out)); err != nil {
+		return "", err
+	}
+	defer C.ds_free(unsafe.Pointer(out))
+	return C.GoString(out), nil
+}
+
+// RandomStateDict returns random weights for an architecture as a state
+// dict in torch.save's format, with torchvision's key names for AlexNet and
+// VGG16.
+func RandomStateDict(arch string, seed int64) ([]byte, error) {
+	ca := C.CString(arch)
+	defer C.free(unsafe.Pointer(ca))
+	var buf *C.char
+	var n C.int64_t
+	if err := errorFrom("random state dict", C.ds_random_state_dict(ca, C.int64_t(seed), &buf, &n)); err != nil {
+		return nil, err
+	}
+	return takeBytes(buf, n), nil
+}

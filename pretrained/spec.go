@@ -1,0 +1,75 @@
+// Package pretrained resolves comparator specs ("alexnet:conv5",
+// "exemplar:conv3", "model.pt:features") to comparators: it keeps the local
+// store of imported weights ($DEEPSIM_HOME) and the weights the project
+// ships.
+package pretrained
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Spec is a parsed comparator spec.
+type Spec struct {
+	// Name is the store name ("alexnet"), "exemplar" for the shipped
+	// comparator, ARCH-random for random weights, or a TorchScript path.
+	Name  string
+	Arch  string // alexnet, vgg16, exemplar, torchscript; "" until looked up
+	Layer string // layer, or TorchScript submodule ("" for its forward)
+	// Random asks for random weights from a fixed seed: only ever on request.
+	Random bool
+	// Script is the TorchScript file for Arch "torchscript".
+	Script string
+}
+
+// Architectures and their default input sides: each comparator resizes
+// its input to the size its weights were trained at.
+var inputSizes = map[string]int{"alexnet": 224, "vgg16": 224, "exemplar": 64, "torchscript": 224}
+
+// Shipped is the name of the comparator that ships with the project.
+const Shipped = "exemplar"
+
+// Parse reads SPEC as NAME:LAYER, ARCH-random:LAYER or FILE.pt[:SUBMODULE].
+func Parse(spec string) (Spec, error) {
+	if spec == "" {
+		return Spec{}, fmt.Errorf("empty comparator spec")
+	}
+	name, layer, _ := strings.Cut(spec, ":")
+	if strings.HasSuffix(name, ".pt") || strings.HasSuffix(name, ".pth") || strings.ContainsRune(name, os.PathSeparator) {
+		if _, err := os.Stat(name); err != nil {
+			return Spec{}, fmt.Errorf("comparator %q: %w", spec, err)
+		}
+		return Spec{Name: name, Arch: "torchscript", Layer: layer, Script: name}, nil
+	}
+	if layer == "" {
+		return Spec{}, fmt.Errorf("comparator %q names no layer: write NAME:LAYER, e.g. alexnet:conv5", spec)
+	}
+	if arch, ok := strings.CutSuffix(name, "-random"); ok {
+		if _, known := inputSizes[arch]; !known || arch == "torchscript" {
+			return Spec{}, fmt.Errorf("comparator %q: no architecture %q (have alexnet, vgg16, exemplar)", spec, arch)
+		}
+		return Spec{Name: name, Arch: arch, Layer: layer, Random: true}, nil
+	}
+	return Spec{Name: name, Layer: layer}, nil
+}
+
+// String writes the spec back in the form Parse reads.
+func (s Spec) String() string {
+	if s.Layer == "" {
+		return s.Name
+	}
+	return s.Name + ":" + s.Layer
+}
+
+// DefaultHome is $DEEPSIM_HOME, or ~/.cache/deepsim.
+func DefaultHome() string {
+	if h := os.Getenv("DEEPSIM_HOME"); h != "" {
+		return h
+	}
+	if c, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(c, "deepsim")
+	}
+	return filepath.Join(os.TempDir(), "deepsim")
+}

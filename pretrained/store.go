@@ -1,0 +1,205 @@
+package pretrained
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/internal/atomicfile"
+	"github.com/deepsim/deepsim/internal/torchfile"
+)
+
+// Store is the local folder of imported comparator weights:
+// HOME/comparators/NAME.pt with NAME.json beside it.
+type Store struct {
+	Home string
+}
+
+// Entry describes one imported comparator.
+type Entry struct {
+	Name     string    `json:"name"`
+	Arch     string    `json:"arch"`
+	SHA256   string    `json:"sha256"`
+	Bytes    int64     `json:"bytes"`
+	Source   string    `json:"source"`
+	Imported time.Time `json:"imported"`
+}
+
+func (s Store) dir() string { return filepath.Join(s.Home, "comparators") }
+
+// WeightsPath is where the store keeps NAME's state dict.
+func (s Store) WeightsPath(name string) string { return filepath.Join(s.dir(), name+".pt") }
+
+func (s Store) manifestPath(name string) string { return filepath.Join(s.dir(), name+".json") }
+
+// ImportHint is the command that puts weights in the store, for errors.
+const ImportHint = "runner comparator import FILE.pth --as NAME [--arch alexnet|vgg16]"
+
+// ErrLegacyFormat is returned for files in the pre-1.6 torch.save format.
+var ErrLegacyFormat = errors.New("legacy torch.save format")
+
+// checkFormat refuses the legacy (non-zip) torch.save format, which
+// libtorch's reader cannot read, with the one-line fix.
+func checkFormat(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, 4)
+	n, _ := io.ReadFull(f, head)
+	switch {
+	case n == 4 && bytes.Equal(head, []byte("PK\x03\x04")):
+		return nil
+	case n >= 1 && head[0] == 0x80: // a bare pickle: torch.save before 1.6
+		return fmt.Errorf("%s: %w (before PyTorch 1.6), which libtorch cannot read; re-save it once with:\n"+
+			"  python3 -c \"import torch; torch.save(torch.load('%s', map_location='cpu'), 'converted.pth')\"",
+			path, ErrLegacyFormat, path)
+	}
+	return fmt.Errorf("%s: not a torch.save file (no zip header)", path)
+}
+
+var validName = func(name string) bool {
+	if name == "" || strings.HasSuffix(name, "-random") || name == Shipped {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// Import checks a state dict against its architecture (arch "" detects it
+// from the keys) and stores it under name, rewritten into the form
+// libtorch reads (see torchfile.Rewrite); the SHA-256 is of the stored file.
+func (s Store) Import(file, name, arch string) (Entry, error) {
+	if !validName(name) {
+		return Entry{}, fmt.Errorf("--as %q: use letters, digits, '-', '_' or '.'; %q and names ending in -random are reserved", name, Shipped)
+	}
+	if err := checkFormat(file); err != nil {
+		return Entry{}, err
+	}
+	if err := os.MkdirAll(s.dir(), 0o755); err != nil {
+		return Entry{}, err
+	}
+	// Rewrite into a temporary file and check it before it takes the name,
+	// so that a bad file never replaces good weights.
+	in, err := os.Open(file)
+	if err != nil {
+		return Entry{}, err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return Entry{}, err
+	}
+	tmp, err := os.CreateTemp(s.dir(), "."+name+".pt.tmp-*")
+	if err != nil {
+		return Entry{}, err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(tmp, h)}
+	err = torchfile.Rewrite(in, st.Size(), cw)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("%s: %w", file, err)
+	}
+	if arch, err = graphs.CheckStateDict(tmp.Name(), arch); err != nil {
+		return Entry{}, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return Entry{}, err
+	}
+	abs, _ := filepath.Abs(file)
+	e := Entry{Name: name, Arch: arch, SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: cw.n, Source: abs, Imported: time.Now().UTC()}
+	if err := os.Rename(tmp.Name(), s.WeightsPath(name)); err != nil {
+		return Entry{}, err
+	}
+	js, _ := json.MarshalIndent(e, "", "  ")
+	if err := atomicfile.WriteFile(s.manifestPath(name), append(js, '\n')); err != nil {
+		return Entry{}, err
+	}
+	return e, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Lookup returns the entry for name, or an error that says how to import.
+func (s Store) Lookup(name string) (Entry, error) {
+	b, err := os.ReadFile(s.manifestPath(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Entry{}, fmt.Errorf("no comparator %q in %s: import its weights first with\n  %s\n(or name %s-random explicitly for random weights)",
+			name, s.dir(), ImportHint, name)
+	}
+	if err != nil {
+		return Entry{}, err
+	}
+	var e Entry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Entry{}, fmt.Errorf("%s: %w", s.manifestPath(name), err)
+	}
+	return e, nil
+}
+
+// Verify checks that the stored weights still have their recorded SHA-256.
+func (s Store) Verify(e Entry) error {
+	f, err := os.Open(s.WeightsPath(e.Name))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != e.SHA256 {
+		return fmt.Errorf("stored weights of %q changed since import (sha256 %s, recorded %s): import them again", e.Name, got[:12], e.SHA256[:12])
+	}
+	return nil
+}
+
+// List returns the imported comparators, by name.
+func (s Store) List() ([]Entry, error) {
+	matches, err := filepath.Glob(filepath.Join(s.dir(), "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, m := range matches {
+		e, err := s.Lookup(strings.TrimSuffix(filepath.Base(m), ".json"))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
