@@ -12,7 +12,6 @@
 #include <fstream>
 #include <optional>
 #include <iterator>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -215,16 +214,19 @@ bool features_only(const std::string& arch) { return arch == "exemplar"; }
 // mismatch; with feats_only the classifier's keys are not required.
 void check_dict(const TensorDict& dict, deepsim::FeatureNet& net,
                 const std::string& arch, bool feats_only) {
-  std::set<std::string> expected;
-  for (const auto& p : net->named_parameters()) {
+  const auto params = net->named_parameters();
+  auto unexpected = [&] {
+    std::string keys;
+    for (const auto& kv : dict)
+      if (!params.contains(kv.key())) keys += " " + kv.key();
+    return keys;
+  };
+  for (const auto& p : params) {
     const auto& key = p.key();
     if (feats_only && key.rfind("features.", 0) != 0) continue;
-    expected.insert(key);
     auto it = dict.find(key);
     if (it == dict.end()) {
-      std::string extra;
-      for (const auto& kv : dict)
-        if (!net->named_parameters().contains(kv.key())) extra += " " + kv.key();
+      const std::string extra = unexpected();
       throw std::runtime_error(
           arch + " state dict: missing key \"" + key + "\"" +
           (extra.empty() ? "" : " (unexpected keys:" + extra + ")"));
@@ -233,10 +235,8 @@ void check_dict(const TensorDict& dict, deepsim::FeatureNet& net,
       throw std::runtime_error(arch + " state dict: " +
                                shape_mismatch(key, it->value(), p.value()));
   }
-  for (const auto& kv : dict)
-    if (!expected.count(kv.key()) && !net->named_parameters().contains(kv.key()))
-      throw std::runtime_error(arch + " state dict: unexpected key \"" +
-                               kv.key() + "\"");
+  if (const std::string extra = unexpected(); !extra.empty())
+    throw std::runtime_error(arch + " state dict: unexpected keys:" + extra);
 }
 
 std::string detect_arch(const TensorDict& dict) {

@@ -1,5 +1,5 @@
 // Package pretrained resolves comparator specs ("alexnet:conv5",
-// "exemplar:conv3", "model.pt:features") to comparators: it keeps the local
+// "exemplar:conv2", "model.pt:features") to comparators: it keeps the local
 // store of imported weights ($DEEPSIM_HOME) and the weights the project
 // ships.
 package pretrained

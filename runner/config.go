@@ -67,8 +67,9 @@ const (
 	TaskComparator  = "comparator"
 )
 
-// DefaultComparator is the shipped Exemplar-CNN, trained by this project.
-const DefaultComparator = "exemplar:conv3"
+// DefaultComparator is the shipped Exemplar-CNN, trained by this project, at
+// the layer that gave the lowest independent feature error (README).
+const DefaultComparator = "exemplar:conv2"
 
 // Defaults is the reference configuration: the paper's optimiser and the
 // loss weights of a run that trained stably on these machines (PAPER.md).
