@@ -51,8 +51,10 @@ func stream(ctx context.Context, set *pipeline.Set, cfg Config) <-chan pipeline.
 	return pipeline.Stream(ctx, func(i int64) pipeline.Batch { return pipeline.MakeBatch(set, opt, i) }, 0, 2, 2)
 }
 
-// benchModel builds the default model with its default comparator.
-func benchModel(b *testing.B, cfg Config) *graphs.Model {
+// trainer returns a function that runs one training step of cfg's model
+// on cfg's data stream; everything is released when the benchmark ends.
+func trainer(b *testing.B, cfg Config) func() {
+	set := benchSet(b, cfg)
 	comp, err := pretrained.OpenString(cfg.ComparatorSpec(), pretrained.Store{Home: b.TempDir()}, cfg.ComparatorSize)
 	if err != nil {
 		b.Fatal(err)
@@ -62,7 +64,15 @@ func benchModel(b *testing.B, cfg Config) *graphs.Model {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return model
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(func() { cancel(); model.Close() })
+	s := stream(ctx, set, cfg)
+	return func() {
+		batch := <-s
+		if _, err := model.TrainStep(batch.Data, nil, batch.N); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // BenchmarkPipeline measures what the data pipeline alone delivers for the
@@ -87,18 +97,7 @@ func BenchmarkPipeline(b *testing.B) {
 // the shipped comparator), data pipeline included.
 func BenchmarkTrain(b *testing.B) {
 	cfg := Defaults()
-	set := benchSet(b, cfg)
-	model := benchModel(b, cfg)
-	defer model.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s := stream(ctx, set, cfg)
-	step := func() {
-		batch := <-s
-		if _, err := model.TrainStep(batch.Data, nil, batch.N); err != nil {
-			b.Fatal(err)
-		}
-	}
+	step := trainer(b, cfg)
 	for range 3 { // warm-up
 		step()
 	}
@@ -116,18 +115,10 @@ func BenchmarkTrain(b *testing.B) {
 func BenchmarkMemoryFlat(b *testing.B) {
 	cfg := Defaults()
 	cfg.Batch = 4
-	set := benchSet(b, cfg)
-	model := benchModel(b, cfg)
-	defer model.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s := stream(ctx, set, cfg)
+	step := trainer(b, cfg)
 	var at200 float64
 	for i := 1; i <= 1000; i++ {
-		batch := <-s
-		if _, err := model.TrainStep(batch.Data, nil, batch.N); err != nil {
-			b.Fatal(err)
-		}
+		step()
 		if i == 200 {
 			at200 = rssMiB(b)
 		}
