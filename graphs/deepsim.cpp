@@ -286,7 +286,7 @@ char* ds_comparator_new(const ds_comparator_spec* spec, ds_comparator** out) {
     const std::string arch = spec->arch ? spec->arch : "";
     const std::string layer = spec->layer ? spec->layer : "";
     const std::string weights = spec->weights ? spec->weights : "";
-    if (spec->input_size < 16)
+    if (spec->input_size != 0 && spec->input_size < 16)
       throw std::invalid_argument("comparator input size " +
                                   std::to_string(spec->input_size) + " is too small");
     auto c = std::make_unique<ds_comparator>();

@@ -22,7 +22,8 @@ typedef struct ds_comparator ds_comparator;
  * weights: a state dict file (torch.save format) or, for torchscript, the
  * module file; weights_data/weights_len: a state dict in memory instead.
  * With neither, random weights from seed (not for torchscript).
- * input_size: the side the comparator resizes its input to. */
+ * input_size: the side the comparator resizes its input to; 0 keeps the
+ * input's own size. */
 typedef struct {
   const char *arch;
   const char *layer;

@@ -270,8 +270,9 @@ inline Cut layer_cut(const std::string& arch, const std::string& layer) {
   throw std::invalid_argument("unknown layer \"" + layer + "\" for " + arch);
 }
 
+// Resizes to size x size; size 0 keeps the input as it is.
 inline torch::Tensor resize_to(const torch::Tensor& x, int64_t size) {
-  if (x.size(2) == size && x.size(3) == size) return x;
+  if (size == 0 || (x.size(2) == size && x.size(3) == size)) return x;
   return torch::nn::functional::interpolate(
       x, torch::nn::functional::InterpolateFuncOptions()
              .size(std::vector<int64_t>{size, size})

@@ -58,14 +58,21 @@ func Resolve(spec Spec, store Store) (Spec, error) {
 	return spec, nil
 }
 
+// NativeSize asks Open for a comparator that takes images at their own
+// size instead of resizing them.
+const NativeSize = -1
+
 // Open builds the comparator a spec names. inputSize 0 means the
-// architecture's own input size.
+// architecture's own input size, NativeSize no resizing.
 func Open(spec Spec, store Store, inputSize int) (*graphs.Comparator, error) {
 	spec, err := Resolve(spec, store)
 	if err != nil {
 		return nil, err
 	}
-	if inputSize <= 0 {
+	switch {
+	case inputSize == NativeSize:
+		inputSize = 0
+	case inputSize <= 0:
 		inputSize = inputSizes[spec.Arch]
 	}
 	gs := graphs.ComparatorSpec{Arch: spec.Arch, Layer: spec.Layer, Seed: RandomSeed, InputSize: inputSize}

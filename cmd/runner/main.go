@@ -26,6 +26,7 @@ Commands:
   runner train --task autoencoder|comparator --data DIR --out RUN [flags]
   runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...
   runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC]
+  runner similarity A B [--comparator SPEC] [--json] [--map OUT.png]
   runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]
   runner comparator list
   runner crops --data DIR --out DIR [--n 8] [--size 128] [--seed 1]
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdCrops(ctx, args[1:], log, stderr)
 	case "eval":
 		err = cmdEval(ctx, args[1:], log, stdout, stderr)
+	case "similarity":
+		err = cmdSimilarity(ctx, args[1:], log, stdout, stderr)
 	case "comparator":
 		err = cmdComparator(args[1:], stdout, stderr)
 	default:
@@ -262,6 +265,41 @@ func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stder
 		"image_error_pct: %.2f\nfeature_error_pct: %.2f\nfeature_error_independent_pct: %.2f\nsharpness_ratio: %.3f\n",
 		res.Run, res.N, res.Comparator, res.Judge, res.PSNR, res.SSIM, res.ImageErrorPct, res.FeatureErrorPct,
 		res.FeatureErrorIndependentPct, res.SharpnessRatio)
+	return nil
+}
+
+func cmdSimilarity(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
+	opt := runner.SimilarityOptions{Comparator: runner.DefaultComparator, Log: log, Store: pretrained.Store{Home: pretrained.DefaultHome()}}
+	fs := flag.NewFlagSet("similarity", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&opt.Comparator, "comparator", opt.Comparator, "comparator whose features are compared")
+	fs.StringVar(&opt.Map, "map", "", "write the spatial distance map of two images to this PNG")
+	asJSON := fs.Bool("json", false, "print JSON")
+	paths, err := parseInterleaved(fs, args)
+	if err != nil {
+		return usageErr(err)
+	}
+	if len(paths) != 2 {
+		fmt.Fprintln(stderr, "usage: runner similarity A B [--comparator SPEC] [--json] [--map OUT.png]")
+		return errUsage
+	}
+	opt.A, opt.B = paths[0], paths[1]
+	pairs, err := runner.Similarity(ctx, opt)
+	if err != nil {
+		return err
+	}
+	if info, _ := os.Stat(opt.A); *asJSON && info != nil && !info.IsDir() {
+		return json.NewEncoder(stdout).Encode(map[string]float64{"distance": *pairs[0].Distance})
+	} else if *asJSON {
+		return json.NewEncoder(stdout).Encode(pairs)
+	}
+	for _, p := range pairs {
+		if p.Error != "" {
+			fmt.Fprintf(stdout, "%s: %s\n", p.Name, p.Error)
+		} else {
+			fmt.Fprintf(stdout, "%s: %.6g\n", p.Name, *p.Distance)
+		}
+	}
 	return nil
 }
 

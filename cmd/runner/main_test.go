@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,4 +193,28 @@ func TestKill9DuringCheckpointWrite(t *testing.T) {
 		t.Fatal("no kill landed during a checkpoint write; the test proved nothing")
 	}
 	t.Logf("%d of 4 kills landed during a checkpoint write", midWrite)
+}
+
+func TestSimilarityJSON(t *testing.T) {
+	dir := photos(t)
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"similarity", files[0], files[0], "--json"}, &out, io.Discard); code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	var one map[string]float64
+	if err := json.Unmarshal(out.Bytes(), &one); err != nil || len(one) != 1 || one["distance"] != 0 {
+		t.Fatalf("two images: %s (%v)", out.String(), err)
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"similarity", "--json", dir, dir}, &out, io.Discard); code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	var list []map[string]any
+	if err := json.Unmarshal(out.Bytes(), &list); err != nil || len(list) != len(files) || list[0]["name"] == nil {
+		t.Fatalf("two folders: %s (%v)", out.String(), err)
+	}
+	if code, _ := runCLI("similarity", files[0], dir); code != exitError {
+		t.Fatalf("an image and a folder: exit %d", code)
+	}
 }
