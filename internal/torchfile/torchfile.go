@@ -6,7 +6,6 @@ package torchfile
 
 import (
 	"encoding/binary"
-	"fmt"
 	"io"
 	"math"
 	"strconv"
@@ -128,6 +127,3 @@ func RandomAlexNet(seed uint64) []Tensor {
 	}
 	return out
 }
-
-// String describes a tensor for messages.
-func (t Tensor) String() string { return fmt.Sprintf("%s%v", t.Name, t.Shape) }
