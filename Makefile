@@ -6,8 +6,9 @@
 GO       ?= go
 BIN      := bin/runner
 DEMO     ?= build/demo
-# Debian packages: the engine, a fast BLAS for it, and the default photos.
-DEB_PKGS := libtorch-dev libopenblas0-openmp mate-backgrounds plasma-workspace-wallpapers
+# Debian packages: the engine, a fast BLAS for it, the default photos, and
+# the headless browser the run-report test renders with.
+DEB_PKGS := libtorch-dev libopenblas0-openmp mate-backgrounds plasma-workspace-wallpapers chromium
 # Photos the default demo trains on.
 PHOTOS   ?= /usr/share/backgrounds /usr/share/wallpapers
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -19,6 +19,8 @@ import (
 type Config struct {
 	Task string   `json:"task"`
 	Data []string `json:"data"`
+	// Heldout images give the report its fixed crops and its final eval.
+	Heldout []string `json:"heldout,omitempty"`
 
 	Size         int   `json:"size"`          // crop side in pixels
 	CodeChannels int   `json:"code_channels"` // the code is size/8 x size/8 x this

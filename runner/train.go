@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/deepsim/deepsim/internal/atomicfile"
@@ -92,6 +93,18 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		return nil, err
 	}
 	sum := &TrainSummary{Images: len(set.Images), Skipped: set.Skipped}
+	var rep *reporter
+	if cfg.Task == TaskAutoencoder {
+		var held *pipeline.Set
+		if len(cfg.Heldout) > 0 {
+			hc := cfg
+			hc.Data = cfg.Heldout
+			if held, err = loadTrainingSet(ctx, hc, log); err != nil {
+				return sum, fmt.Errorf("held-out images: %w", err)
+			}
+		}
+		rep = newReporter(dir, cfg, set, held)
+	}
 
 	model, err := graphs.NewModel(cfg.Graph(), comp)
 	if err != nil {
@@ -117,7 +130,17 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		if err != nil {
 			return err
 		}
-		return atomicfile.WriteFile(ckpt, b)
+		if err := atomicfile.WriteFile(ckpt, b); err != nil {
+			return err
+		}
+		if rep != nil {
+			// The report is for people: a failure to write it is logged, and
+			// training goes on.
+			if err := rep.snapshot(model, step); err != nil {
+				log.Warn("report not updated", "reason", err.Error())
+			}
+		}
+		return nil
 	}
 	if step >= cfg.Steps {
 		log.Info("run already at its last step", "step", step, "steps", cfg.Steps)
@@ -205,6 +228,11 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if err := save(); err != nil {
 		return sum, fmt.Errorf("final checkpoint: %w", err)
 	}
+	if rep != nil && len(cfg.Heldout) > 0 {
+		if err := finalEval(ctx, cfg, opt, rep); err != nil {
+			log.Warn("final evaluation failed", "reason", err.Error())
+		}
+	}
 	if cfg.Task == TaskComparator {
 		b, err := model.ExportComparator()
 		if err != nil {
@@ -217,6 +245,23 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 			"heldout_surrogate_accuracy", sum.HeldoutAcc, "heldout_samples", heldout.N)
 	}
 	return sum, nil
+}
+
+// finalEval measures the finished run on its held-out images into
+// RUN/eval.json, which the report shows.
+func finalEval(ctx context.Context, cfg Config, opt TrainOptions, rep *reporter) error {
+	res, err := Evaluate(ctx, EvalOptions{Run: opt.Out, Data: cfg.Heldout, N: 64, Seed: 1, Store: opt.Store, Log: opt.Log})
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(opt.Out, EvalFile), append(b, '\n')); err != nil {
+		return err
+	}
+	return rep.write()
 }
 
 // heldoutAccuracy classifies the held-out transformations in chunks.

@@ -19,13 +19,14 @@ while IFS= read -r f; do
 done < <(find "$@" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | LC_ALL=C sort)
 echo "demo: $(ls "$out/train" | wc -l) training photos, $(ls "$out/heldout" | wc -l) held back"
 
-"$runner" train --task autoencoder --data "$out/train" --out "$out/run" \
-	--steps "$steps" --batch 16 --size 64 --seed 1
+"$runner" train --task autoencoder --data "$out/train" --heldout "$out/heldout" --out "$out/run" \
+	--steps "$steps" --batch 16 --size 64 --seed 1 --checkpoint-every 50
 "$runner" crops --data "$out/heldout" --out "$out/heldout-crops" --n 8 --size 128 --seed 1
 "$runner" reconstruct --run "$out/run" --out "$out/reconstructions" "$out/heldout-crops"
 
 echo
 echo "demo done."
-echo "  run folder:      $out/run (config.json, metrics.jsonl, checkpoint.pt)"
+echo "  run folder:      $out/run (config.json, metrics.jsonl, checkpoint.pt, eval.json)"
+echo "  run report:      $out/run/report.html"
 echo "  reconstructions: $out/reconstructions"
 echo "  grid (input | reconstruction): $out/reconstructions/grid.png"

@@ -111,6 +111,7 @@ func (l *listFlag) Set(v string) error {
 func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *bool) {
 	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, or comparator (an Exemplar-CNN)")
 	fs.Var((*listFlag)(&cfg.Data), "data", "folder(s) of JPEG/PNG images, comma-separated or repeated")
+	fs.Var((*listFlag)(&cfg.Heldout), "heldout", "folder(s) of held-out images for the report's crops and final eval")
 	fs.StringVar(out, "out", "", "run folder to create (or to continue, with --resume)")
 	fs.BoolVar(resume, "resume", false, "continue the run in --out from its checkpoint")
 	fs.Int64Var(&cfg.Steps, "steps", cfg.Steps, "train until this step")
@@ -132,7 +133,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *b
 
 // resumable are the flags a resumed run may change; any other flag must
 // agree with the run's config.json.
-var resumable = map[string]bool{"steps": true, "threads": true, "data": true, "log-every": true, "checkpoint-every": true, "out": true, "resume": true}
+var resumable = map[string]bool{"steps": true, "threads": true, "data": true, "heldout": true, "log-every": true, "checkpoint-every": true, "out": true, "resume": true}
 
 // taskOf finds --task in args, so that flags default to the task's values.
 func taskOf(args []string) string {
@@ -177,14 +178,15 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Wr
 		again := flag.NewFlagSet("train", flag.ContinueOnError)
 		again.SetOutput(io.Discard)
 		bindTrainFlags(again, &cfg, &out, &resume)
-		if saved.Data != nil {
-			cfg.Data = nil // --data, when given, replaces the list
-		}
+		cfg.Data, cfg.Heldout = nil, nil // when given, the flags replace the lists
 		if err := again.Parse(args); err != nil {
 			return usageErr(err)
 		}
 		if len(cfg.Data) == 0 {
 			cfg.Data = saved.Data
+		}
+		if len(cfg.Heldout) == 0 {
+			cfg.Heldout = saved.Heldout
 		}
 		original := flag.NewFlagSet("train", flag.ContinueOnError)
 		var o string

@@ -1,0 +1,228 @@
+package runner
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"image"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/disintegration/imaging"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/internal/atomicfile"
+	"github.com/deepsim/deepsim/pipeline"
+)
+
+// Report files in the run folder: report.html, one self-contained page, and
+// report/step-NNNNNNN.png, the reconstructions of the fixed crops at each
+// report step, kept so that a resumed run's report shows the whole history.
+const (
+	ReportFile = "report.html"
+	reportDir  = "report"
+	EvalFile   = "eval.json"
+)
+
+// reportCrops is how many fixed crops the report reconstructs.
+const reportCrops = 8
+
+// reporter writes RUN/report.html during training.
+type reporter struct {
+	dir    string
+	cfg    Config
+	crops  pipeline.Batch
+	source string // where the crops come from, for the page
+}
+
+// newReporter fixes the crops the report shows: from cfg.Heldout when
+// given, otherwise from the training images (and the page says so).
+func newReporter(dir string, cfg Config, train *pipeline.Set, heldout *pipeline.Set) *reporter {
+	set, source := train, "training images (no --heldout folder given)"
+	if heldout != nil {
+		set, source = heldout, "held-out images: "+strings.Join(cfg.Heldout, ", ")
+	}
+	crops := pipeline.MakeBatch(set, pipeline.StreamOptions{
+		Crop:  pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale},
+		Batch: reportCrops, Seed: uint64(cfg.Seed) + 1,
+	}, 0)
+	return &reporter{dir: dir, cfg: cfg, crops: crops, source: source}
+}
+
+// snapshot reconstructs the fixed crops at step and rewrites the page.
+func (r *reporter) snapshot(model *graphs.Model, step int64) error {
+	size := r.cfg.Size
+	y, err := model.Reconstruct(r.crops.Data, r.crops.N, size, size)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(r.dir, reportDir), 0o755); err != nil {
+		return err
+	}
+	b, err := encodePNG(strip(y, r.crops.N, size))
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(r.dir, reportDir, fmt.Sprintf("step-%07d.png", step)), b); err != nil {
+		return err
+	}
+	return r.write()
+}
+
+// strip lays n images side by side.
+func strip(x []float32, n, size int) *image.NRGBA {
+	out := imaging.New(n*(size+2), size, color.NRGBA{32, 32, 32, 255})
+	plane := 3 * size * size
+	for i := range n {
+		out = imaging.Paste(out, pipeline.FromCHW(x[i*plane:(i+1)*plane], size, size), image.Pt(i*(size+2), 0))
+	}
+	return out
+}
+
+func encodePNG(img image.Image) ([]byte, error) {
+	var b bytes.Buffer
+	err := png.Encode(&b, img)
+	return b.Bytes(), err
+}
+
+type reportImage struct {
+	Label string
+	Src   template.URL
+}
+
+// write renders the page from metrics.jsonl, the saved strips, the config
+// and eval.json when there is one.
+func (r *reporter) write() error {
+	metrics, err := ReadMetrics(filepath.Join(r.dir, MetricsFile))
+	if err != nil {
+		return err
+	}
+	var plots []reportImage
+	for _, term := range lossTerms(r.cfg) {
+		b, err := lossPlot(metrics, term)
+		if err != nil {
+			return fmt.Errorf("plot %s: %w", term.name, err)
+		}
+		plots = append(plots, reportImage{term.name, dataURL(b)})
+	}
+	orig, err := encodePNG(strip(r.crops.Data, r.crops.N, r.cfg.Size))
+	if err != nil {
+		return err
+	}
+	grids := []reportImage{{"input", dataURL(orig)}}
+	files, _ := filepath.Glob(filepath.Join(r.dir, reportDir, "step-*.png"))
+	sort.Strings(files)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var step int64
+		fmt.Sscanf(filepath.Base(f), "step-%d.png", &step)
+		grids = append(grids, reportImage{fmt.Sprintf("step %d", step), dataURL(b)})
+	}
+	cfgJSON, _ := json.MarshalIndent(r.cfg, "", "  ")
+	evalJSON, _ := os.ReadFile(filepath.Join(r.dir, EvalFile))
+	var page bytes.Buffer
+	err = reportPage.Execute(&page, map[string]any{
+		"Run": r.dir, "Plots": plots, "Grids": grids, "Source": r.source,
+		"Config": string(cfgJSON), "Eval": string(evalJSON),
+	})
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(r.dir, ReportFile), page.Bytes())
+}
+
+func dataURL(png []byte) template.URL {
+	return template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png))
+}
+
+type lossTerm struct {
+	name string
+	get  func(Metrics) float64
+}
+
+func lossTerms(cfg Config) []lossTerm {
+	if cfg.Task == TaskComparator {
+		return []lossTerm{{"loss_class", func(m Metrics) float64 { return m.LossClass }},
+			{"train_acc", func(m Metrics) float64 { return m.TrainAcc }}}
+	}
+	return []lossTerm{
+		{"loss_feat", func(m Metrics) float64 { return m.LossFeat }},
+		{"loss_adv", func(m Metrics) float64 { return m.LossAdv }},
+		{"loss_img", func(m Metrics) float64 { return m.LossImg }},
+		{"loss_discr", func(m Metrics) float64 { return m.LossDiscr }},
+	}
+}
+
+// lossPlot draws one term against the step, at most 2000 points.
+func lossPlot(ms []Metrics, term lossTerm) ([]byte, error) {
+	p := plot.New()
+	p.Title.Text = term.name
+	p.X.Label.Text = "step"
+	every := max(1, len(ms)/2000)
+	var pts plotter.XYs
+	for i := 0; i < len(ms); i += every {
+		pts = append(pts, plotter.XY{X: float64(ms[i].Step), Y: term.get(ms[i])})
+	}
+	if len(pts) > 0 {
+		line, err := plotter.NewLine(pts)
+		if err != nil {
+			return nil, err
+		}
+		line.Color = color.RGBA{200, 60, 40, 255}
+		p.Add(line)
+	}
+	w, err := p.WriterTo(4*vg.Inch, 2.5*vg.Inch, "png")
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	_, err = w.WriteTo(&b)
+	return b.Bytes(), err
+}
+
+// The page counts the images that decoded into data-* attributes of its
+// body, so that a headless browser can tell that it rendered.
+var reportPage = template.Must(template.New("report").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>deepsim run {{.Run}}</title>
+<style>
+body { font-family: sans-serif; margin: 2em; background: #fafafa; color: #222 }
+.plots img { margin: 0 1em 1em 0; border: 1px solid #ddd }
+.grid td { padding: 2px 8px; vertical-align: middle }
+.grid img { image-rendering: pixelated; height: 96px }
+pre { background: #eee; padding: 1em; overflow: auto }
+</style></head>
+<body>
+<h1>deepsim run <code>{{.Run}}</code></h1>
+<h2>Losses</h2>
+<div class="plots">{{range .Plots}}<img class="plot" alt="{{.Label}}" src="{{.Src}}">{{end}}</div>
+<h2>Reconstructions of fixed crops</h2>
+<p>Crops from {{.Source}}; one row per report step, inputs first.</p>
+<table class="grid">{{range .Grids}}<tr><td>{{.Label}}</td><td><img class="recon" alt="{{.Label}}" src="{{.Src}}"></td></tr>{{end}}</table>
+<h2>Evaluation</h2>
+{{if .Eval}}<pre>{{.Eval}}</pre>{{else}}<p>Not evaluated yet: train with <code>--heldout DIR</code>, or run <code>runner eval</code>.</p>{{end}}
+<h2>Configuration</h2>
+<pre>{{.Config}}</pre>
+<script>
+window.addEventListener("load", function () {
+  var ok = function (sel) {
+    return Array.prototype.filter.call(document.querySelectorAll(sel),
+      function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  };
+  document.body.setAttribute("data-plots-rendered", ok("img.plot"));
+  document.body.setAttribute("data-recons-rendered", ok("img.recon"));
+});
+</script>
+</body></html>
+`))
