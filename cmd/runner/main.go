@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -27,6 +28,7 @@ Commands:
   runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...
   runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC]
   runner similarity A B [--comparator SPEC] [--json] [--map OUT.png]
+  runner ablate --data DIR --heldout DIR --steps N --out DIR [flags]
   runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]
   runner comparator list
   runner crops --data DIR --out DIR [--n 8] [--size 128] [--seed 1]
@@ -68,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdCrops(ctx, args[1:], log, stderr)
 	case "eval":
 		err = cmdEval(ctx, args[1:], log, stdout, stderr)
+	case "ablate":
+		err = cmdAblate(ctx, args[1:], log, stdout, stderr)
 	case "similarity":
 		err = cmdSimilarity(ctx, args[1:], log, stdout, stderr)
 	case "comparator":
@@ -267,6 +271,40 @@ func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stder
 		"image_error_pct: %.2f\nfeature_error_pct: %.2f\nfeature_error_independent_pct: %.2f\nsharpness_ratio: %.3f\n",
 		res.Run, res.N, res.Comparator, res.Judge, res.PSNR, res.SSIM, res.ImageErrorPct, res.FeatureErrorPct,
 		res.FeatureErrorIndependentPct, res.SharpnessRatio)
+	return nil
+}
+
+func cmdAblate(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
+	opt := runner.AblateOptions{Base: runner.Defaults(), N: 256, Log: log, Store: pretrained.Store{Home: pretrained.DefaultHome()}}
+	var heldout listFlag
+	fs := flag.NewFlagSet("ablate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Var((*listFlag)(&opt.Base.Data), "data", "folder(s) of training images")
+	fs.Var(&heldout, "heldout", "folder(s) of held-out images to evaluate on")
+	fs.StringVar(&opt.Out, "out", "", "folder for one run per combination, ablation.md and ablation.png")
+	fs.Int64Var(&opt.Base.Steps, "steps", 400, "steps per combination")
+	fs.IntVar(&opt.Base.Batch, "batch", opt.Base.Batch, "crops per step")
+	fs.IntVar(&opt.Base.Size, "size", opt.Base.Size, "crop side in pixels")
+	fs.Int64Var(&opt.Base.Seed, "seed", opt.Base.Seed, "seed, the same for every combination")
+	fs.StringVar(&opt.Base.Comparator, "comparator", opt.Base.Comparator, "comparator of the feature loss")
+	fs.IntVar(&opt.N, "n", opt.N, "held-out crops to evaluate on")
+	if err := fs.Parse(args); err != nil {
+		return usageErr(err)
+	}
+	if len(opt.Base.Data) == 0 || len(heldout) == 0 || opt.Out == "" {
+		fmt.Fprintln(stderr, "usage: runner ablate --data DIR --heldout DIR --steps N --out DIR")
+		return errUsage
+	}
+	opt.Heldout = heldout
+	opt.Base.CheckpointEvery = max(1, opt.Base.Steps/4)
+	if _, err := runner.Ablate(ctx, opt); err != nil {
+		return err
+	}
+	table, err := os.ReadFile(filepath.Join(opt.Out, runner.AblationTable))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s\nwrote %s and %s\n", table, filepath.Join(opt.Out, runner.AblationTable), filepath.Join(opt.Out, runner.AblationImage))
 	return nil
 }
 

@@ -1,0 +1,53 @@
+package runner
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/disintegration/imaging"
+
+	"github.com/deepsim/deepsim/pretrained"
+)
+
+func TestAblateWritesTableAndSheet(t *testing.T) {
+	base := smallConfig(photos(t, 2))
+	base.Steps, base.Batch, base.CheckpointEvery = 2, 2, 2
+	out := t.TempDir()
+	rows, err := Ablate(context.Background(), AblateOptions{Base: base, Heldout: []string{photos(t, 2)}, Out: out, N: 4,
+		Store: pretrained.Store{Home: t.TempDir()}, Log: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(Combinations) {
+		t.Fatalf("%d rows", len(rows))
+	}
+	// Each combination trained with its own weights.
+	for _, r := range rows {
+		cfg, err := LoadConfig(filepath.Join(out, r.Slug))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.LambdaFeat != r.Feat || cfg.LambdaAdv != r.Adv || cfg.LambdaImg != r.Img || cfg.Seed != base.Seed {
+			t.Fatalf("%s trained with %+v", r.Name, cfg)
+		}
+	}
+	table, err := os.ReadFile(filepath.Join(out, AblationTable))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range Combinations {
+		if !strings.Contains(string(table), "| "+c.Name+" |") {
+			t.Fatalf("table lacks %q:\n%s", c.Name, table)
+		}
+	}
+	sheet, err := imaging.Open(filepath.Join(out, AblationImage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := sheet.Bounds(); b.Dx() != reportCrops*(base.Size+2) || b.Dy() != (1+len(Combinations))*(base.Size+2) {
+		t.Fatalf("sheet is %v", b)
+	}
+}
