@@ -121,9 +121,7 @@ func ablationTable(opt AblateOptions, rows []AblationRow) string {
 // ablationSheet reconstructs the same 8 held-out crops with every
 // combination: originals first, then one row per combination.
 func ablationSheet(ctx context.Context, opt AblateOptions, log *slog.Logger) (*image.NRGBA, error) {
-	hc := opt.Base
-	hc.Data = opt.Heldout
-	set, err := loadTrainingSet(ctx, hc, log)
+	set, err := loadImages(ctx, opt.Base, opt.Heldout, log)
 	if err != nil {
 		return nil, err
 	}

@@ -32,8 +32,7 @@ func benchSet(b *testing.B, cfg Config) *pipeline.Set {
 			break
 		}
 	}
-	cfg.Data = dirs
-	set, err := loadTrainingSet(context.Background(), cfg, discardLog())
+	set, err := loadImages(context.Background(), cfg, dirs, discardLog())
 	if err != nil {
 		b.Fatal(err)
 	}

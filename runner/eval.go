@@ -86,9 +86,7 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	}
 	defer judge.Close()
 
-	evalCfg := cfg
-	evalCfg.Data = opt.Data
-	set, err := loadTrainingSet(ctx, evalCfg, log)
+	set, err := loadImages(ctx, cfg, opt.Data, log)
 	if err != nil {
 		return nil, err
 	}

@@ -88,7 +88,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		}
 		defer comp.Close()
 	}
-	set, err := loadTrainingSet(ctx, cfg, log)
+	set, err := loadImages(ctx, cfg, cfg.Data, log)
 	if err != nil {
 		return nil, err
 	}
@@ -97,9 +97,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if cfg.Task == TaskAutoencoder {
 		var held *pipeline.Set
 		if len(cfg.Heldout) > 0 {
-			hc := cfg
-			hc.Data = cfg.Heldout
-			if held, err = loadTrainingSet(ctx, hc, log); err != nil {
+			if held, err = loadImages(ctx, cfg, cfg.Heldout, log); err != nil {
 				return sum, fmt.Errorf("held-out images: %w", err)
 			}
 		}
@@ -280,13 +278,14 @@ func heldoutAccuracy(model *graphs.Model, b pipeline.Batch) (float64, error) {
 	return right / float64(b.N), nil
 }
 
-func loadTrainingSet(ctx context.Context, cfg Config, log *slog.Logger) (*pipeline.Set, error) {
-	paths, err := pipeline.Find(cfg.Data...)
+// loadImages decodes the images under dirs for cfg's crop size.
+func loadImages(ctx context.Context, cfg Config, dirs []string, log *slog.Logger) (*pipeline.Set, error) {
+	paths, err := pipeline.Find(dirs...)
 	if err != nil {
 		return nil, err
 	}
 	if len(paths) == 0 {
-		return nil, fmt.Errorf("no JPEG or PNG images under %v", cfg.Data)
+		return nil, fmt.Errorf("no JPEG or PNG images under %v", dirs)
 	}
 	log.Info("loading images", "files", len(paths))
 	set, err := pipeline.Load(ctx, paths, pipeline.LoadOptions{
