@@ -13,7 +13,6 @@ import (
 	"github.com/disintegration/imaging"
 
 	"github.com/deepsim/deepsim/internal/atomicfile"
-	"github.com/deepsim/deepsim/pipeline"
 	"github.com/deepsim/deepsim/pretrained"
 )
 
@@ -126,9 +125,7 @@ func ablationSheet(ctx context.Context, opt AblateOptions, log *slog.Logger) (*i
 		return nil, err
 	}
 	size := opt.Base.Size
-	crops := pipeline.MakeBatch(set, pipeline.StreamOptions{
-		Crop: pipeline.CropOptions{Size: size, MinScale: opt.Base.MinScale}, Batch: reportCrops, Seed: 1,
-	}, 0)
+	crops := fixedCrops(set, opt.Base, reportCrops, 1)
 	rows := []*image.NRGBA{strip(crops.Data, crops.N, size)}
 	for _, c := range Combinations {
 		model, _, err := OpenModel(filepath.Join(opt.Out, c.Slug))

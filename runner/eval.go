@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 
 	"github.com/deepsim/deepsim/graphs"
-	"github.com/deepsim/deepsim/pipeline"
 	"github.com/deepsim/deepsim/pretrained"
 )
 
@@ -90,10 +89,7 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	x := pipeline.MakeBatch(set, pipeline.StreamOptions{
-		Crop:  pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale},
-		Batch: opt.N, Seed: opt.Seed,
-	}, 0).Data
+	x := fixedCrops(set, cfg, opt.N, opt.Seed).Data
 	y, err := inChunks(x, opt.N, cfg.Size, func(part []float32, n int) ([]float32, error) {
 		return model.Reconstruct(part, n, cfg.Size, cfg.Size)
 	})

@@ -33,8 +33,25 @@ const (
 	EvalFile   = "eval.json"
 )
 
-// reportCrops is how many fixed crops the report reconstructs.
-const reportCrops = 8
+// reportCrops is how many fixed crops the report reconstructs, and
+// reportRows how many checkpoints the page shows at most: evenly spread, the
+// last always among them, so a long run's page stays small.
+const (
+	reportCrops = 8
+	reportRows  = 24
+)
+
+// spread picks at most n items of s, evenly spaced, ending with the last.
+func spread(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s[(len(s)-1)*i/(n-1)]
+	}
+	return out
+}
 
 // reporter writes RUN/report.html during training.
 type reporter struct {
@@ -51,11 +68,16 @@ func newReporter(dir string, cfg Config, train *pipeline.Set, heldout *pipeline.
 	if heldout != nil {
 		set, source = heldout, "held-out images: "+strings.Join(cfg.Heldout, ", ")
 	}
-	crops := pipeline.MakeBatch(set, pipeline.StreamOptions{
+	return &reporter{dir: dir, cfg: cfg, crops: fixedCrops(set, cfg, reportCrops, uint64(cfg.Seed)+1), source: source}
+}
+
+// fixedCrops are n seeded, unflipped crops at cfg's size: the same inputs
+// for every run that measures or shows them with the same seed.
+func fixedCrops(set *pipeline.Set, cfg Config, n int, seed uint64) pipeline.Batch {
+	return pipeline.MakeBatch(set, pipeline.StreamOptions{
 		Crop:  pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale},
-		Batch: reportCrops, Seed: uint64(cfg.Seed) + 1,
+		Batch: n, Seed: seed,
 	}, 0)
-	return &reporter{dir: dir, cfg: cfg, crops: crops, source: source}
 }
 
 // snapshot reconstructs the fixed crops at step and rewrites the page.
@@ -121,7 +143,7 @@ func (r *reporter) write() error {
 	grids := []reportImage{{"input", dataURL(orig)}}
 	files, _ := filepath.Glob(filepath.Join(r.dir, reportDir, "step-*.png"))
 	sort.Strings(files)
-	for _, f := range files {
+	for _, f := range spread(files, reportRows) {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return err
