@@ -30,7 +30,8 @@ struct ds_comparator {
 struct ds_model {
   ds_config cfg;
   torch::Device device{torch::kCPU};
-  // Autoencoder.
+  // Autoencoder and VAE. The VAE's encoder gives 2 x code_channels: the
+  // posterior's mean, then its log-variance.
   deepsim::Encoder enc{nullptr};
   deepsim::Generator gen{nullptr};
   deepsim::Discriminator disc{nullptr};
@@ -44,6 +45,9 @@ struct ds_model {
   bool train_d = true;
   bool train_g = true;
   int steps_since_trim = 0;
+  // Draws the VAE's reparameterisation noise; its state is checkpointed so
+  // that a resumed run draws what the uninterrupted one would have.
+  at::Generator noise = at::detail::createCPUGenerator();
 };
 
 namespace {
@@ -81,8 +85,23 @@ void to_malloc(const std::vector<char>& bytes, char** buf, int64_t* len) {
   *len = static_cast<int64_t>(bytes.size());
 }
 
-bool adversarial(const ds_model& m) {
-  return m.cfg.task == DS_TASK_AUTOENCODER && m.cfg.lambda_adv > 0;
+bool generative(const ds_model& m) {
+  return m.cfg.task == DS_TASK_AUTOENCODER || m.cfg.task == DS_TASK_VAE;
+}
+
+bool adversarial(const ds_model& m) { return generative(m) && m.cfg.lambda_adv > 0; }
+
+// The log-variance is clamped so that exp() can neither overflow nor
+// vanish while the KL weight is still warming up.
+constexpr double kMinLogVar = -30, kMaxLogVar = 20;
+
+// The code of x: for the VAE the posterior's mean and log-variance, for the
+// autoencoder the code itself and an undefined log-variance.
+std::pair<torch::Tensor, torch::Tensor> encode(ds_model& m, const torch::Tensor& x) {
+  auto h = m.enc->forward(x);
+  if (m.cfg.task != DS_TASK_VAE) return {h, torch::Tensor()};
+  auto parts = h.chunk(2, 1);
+  return {parts[0], parts[1].clamp(kMinLogVar, kMaxLogVar)};
 }
 
 void set_requires_grad(torch::nn::Module& mod, bool on) {
@@ -394,11 +413,17 @@ char* ds_model_new(const ds_config* cfg, ds_comparator* comp, ds_model** out) {
                       .weight_decay(cfg->weight_decay));
     };
     torch::manual_seed(cfg->seed);
+    if (cfg->upsample != DS_UPSAMPLE_DECONV && cfg->upsample != DS_UPSAMPLE_RESIZE)
+      throw std::invalid_argument("unknown upsampling " + std::to_string(cfg->upsample));
+    const auto up = static_cast<deepsim::Upsample>(cfg->upsample);
     switch (cfg->task) {
       case DS_TASK_AUTOENCODER:
+      case DS_TASK_VAE:
         if (comp) m->comp = comp->c;
-        m->enc = deepsim::Encoder(s, cfg->code_channels);
-        m->gen = deepsim::Generator(s, cfg->code_channels);
+        m->enc = deepsim::Encoder(
+            s, cfg->task == DS_TASK_VAE ? 2 * cfg->code_channels : cfg->code_channels);
+        m->gen = deepsim::Generator(s, cfg->code_channels, up);
+        m->noise.set_current_seed(static_cast<uint64_t>(cfg->seed));
         m->disc = deepsim::Discriminator(s);
         m->enc->to(m->device);
         m->gen->to(m->device);
@@ -425,16 +450,29 @@ void ds_model_free(ds_model* m) { delete m; }
 
 namespace {
 
-void autoencoder_step(ds_model* m, const torch::Tensor& x, ds_losses* out) {
+// One step of the autoencoder or the VAE: E and G learn from the weighted
+// loss terms, D from telling x from G's output.
+void autoencoder_step(ds_model* m, const torch::Tensor& x, double kl_weight,
+                      ds_losses* out) {
   const auto& c = m->cfg;
   m->enc->train();
   m->gen->train();
   m->disc->train();
 
-  auto y = m->gen->forward(m->enc->forward(x));
   auto zero = torch::zeros({}, x.options());
-  torch::Tensor l_img = zero, l_feat = zero, l_adv = zero, l_discr = zero;
+  torch::Tensor l_img = zero, l_feat = zero, l_adv = zero, l_discr = zero, kl = zero;
   torch::Tensor g_loss = zero;
+  auto [code, logvar] = encode(*m, x);
+  if (c.task == DS_TASK_VAE) {
+    // Reparameterisation: z = mu + sigma * eps keeps z differentiable.
+    auto eps = torch::randn(code.sizes(), m->noise, torch::kFloat32).to(code.device());
+    auto mu = code;
+    code = mu + torch::exp(0.5 * logvar) * eps;
+    // KL(N(mu, sigma^2) || N(0, I)), summed over the latent, mean per image.
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum() / x.size(0);
+    if (kl_weight > 0) g_loss = g_loss + kl_weight * kl;
+  }
+  auto y = m->gen->forward(code);
 
   if (c.lambda_img > 0) {
     l_img = F::mse_loss(y, x);
@@ -479,6 +517,7 @@ void autoencoder_step(ds_model* m, const torch::Tensor& x, ds_losses* out) {
   out->loss_feat = l_feat.item<double>();
   out->loss_adv = l_adv.item<double>();
   out->loss_discr = l_discr.item<double>();
+  out->kl = kl.item<double>();
   out->updated_g = update_g;
   out->updated_d = update_d;
 
@@ -520,13 +559,14 @@ void classify(ds_model* m, const torch::Tensor& x, const int64_t* labels,
 }  // namespace
 
 char* ds_model_train_step(ds_model* m, const float* x_data,
-                          const int64_t* labels, int64_t n, ds_losses* out) {
+                          const int64_t* labels, int64_t n, double kl_weight,
+                          ds_losses* out) {
   return guarded([&] {
     auto x = input_tensor(x_data, n, m->cfg.size, m->cfg.size, m->device);
     if (m->cfg.task == DS_TASK_COMPARATOR)
       classify(m, x, labels, n, true, out);
     else
-      autoencoder_step(m, x, out);
+      autoencoder_step(m, x, kl_weight, out);
     trim_now_and_then(*m);
   });
 }
@@ -541,22 +581,58 @@ char* ds_model_evaluate(ds_model* m, const float* x_data, const int64_t* labels,
   });
 }
 
+namespace {
+
+// The encoder's downsampling factor; image sides must be multiples of it.
+int64_t check_inference(ds_model* m, int64_t h, int64_t w) {
+  if (!generative(*m))
+    throw std::invalid_argument("this run has no decoder to reconstruct with");
+  const int64_t f = int64_t{1} << deepsim::stages_for(m->cfg.size);
+  if (h % f != 0 || w % f != 0)
+    throw std::invalid_argument(std::to_string(h) + "x" + std::to_string(w) +
+                                " is not a multiple of " + std::to_string(f));
+  m->enc->eval();
+  m->gen->eval();
+  return f;
+}
+
+void copy_out(const torch::Tensor& t, float* out) {
+  auto c = t.to(torch::kCPU, torch::kFloat32).contiguous();
+  std::memcpy(out, c.data_ptr<float>(), sizeof(float) * c.numel());
+}
+
+}  // namespace
+
+// The VAE reconstructs from the posterior's mean, without noise.
 char* ds_model_reconstruct(ds_model* m, const float* x_data, int64_t n,
                            int64_t h, int64_t w, float* out) {
   return guarded([&] {
-    if (m->cfg.task != DS_TASK_AUTOENCODER)
-      throw std::invalid_argument("this run has no decoder to reconstruct with");
-    const int64_t f = int64_t{1} << deepsim::stages_for(m->cfg.size);
-    if (h % f != 0 || w % f != 0)
-      throw std::invalid_argument("reconstruct: " + std::to_string(h) + "x" +
-                                  std::to_string(w) + " is not a multiple of " +
-                                  std::to_string(f));
+    check_inference(m, h, w);
     torch::NoGradGuard no_grad;
-    m->enc->eval();
-    m->gen->eval();
-    auto x = input_tensor(x_data, n, h, w, m->device);
-    auto y = m->gen->forward(m->enc->forward(x)).clamp(-1, 1).contiguous().cpu();
-    std::memcpy(out, y.data_ptr<float>(), sizeof(float) * y.numel());
+    auto code = encode(*m, input_tensor(x_data, n, h, w, m->device)).first;
+    copy_out(m->gen->forward(code).clamp(-1, 1), out);
+  });
+}
+
+char* ds_model_encode(ds_model* m, const float* x_data, int64_t n, int64_t h,
+                      int64_t w, float* out) {
+  return guarded([&] {
+    check_inference(m, h, w);
+    torch::NoGradGuard no_grad;
+    copy_out(encode(*m, input_tensor(x_data, n, h, w, m->device)).first, out);
+  });
+}
+
+char* ds_model_decode(ds_model* m, const float* z_data, int64_t n, int64_t zh,
+                      int64_t zw, float* out) {
+  return guarded([&] {
+    check_inference(m, 0, 0);
+    if (n < 1 || zh < 1 || zw < 1) throw std::invalid_argument("decode: empty code");
+    torch::NoGradGuard no_grad;
+    auto z = torch::from_blob(const_cast<float*>(z_data),
+                              {n, m->cfg.code_channels, zh, zw}, torch::kFloat32)
+                 .to(m->device);
+    copy_out(m->gen->forward(z).clamp(-1, 1), out);
   });
 }
 
@@ -572,6 +648,7 @@ char* ds_model_save(ds_model* m, int64_t step, char** buf, int64_t* len) {
     dict.insert("meta.step", torch::tensor(step, torch::kInt64));
     dict.insert("meta.train_d", torch::tensor(int64_t{m->train_d}, torch::kInt64));
     dict.insert("meta.train_g", torch::tensor(int64_t{m->train_g}, torch::kInt64));
+    if (m->cfg.task == DS_TASK_VAE) dict.insert("meta.noise_rng", m->noise.get_state());
     to_malloc(torch::pickle_save(dict), buf, len);
   });
 }
@@ -586,6 +663,7 @@ char* ds_model_load(ds_model* m, const char* buf, int64_t len, int64_t* step) {
     if (m->opt_d) load_adam(dict, "optim_d.", *m->opt_d, d_params(*m), m->device);
     m->train_d = lookup(dict, "meta.train_d").item<int64_t>() != 0;
     m->train_g = lookup(dict, "meta.train_g").item<int64_t>() != 0;
+    if (m->cfg.task == DS_TASK_VAE) m->noise.set_state(lookup(dict, "meta.noise_rng"));
     *step = lookup(dict, "meta.step").item<int64_t>();
   });
 }

@@ -55,13 +55,17 @@ char *ds_random_state_dict(const char *arch, int64_t seed, char **buf,
 
 /* ---- trained models ---- */
 
-enum ds_task { DS_TASK_AUTOENCODER = 0, DS_TASK_COMPARATOR = 1 };
+enum ds_task { DS_TASK_AUTOENCODER = 0, DS_TASK_COMPARATOR = 1, DS_TASK_VAE = 2 };
+
+/* How the generator doubles its resolution. */
+enum ds_upsample { DS_UPSAMPLE_DECONV = 0, DS_UPSAMPLE_RESIZE = 1 };
 
 /* Everything needed to build the networks and their optimizers. */
 typedef struct {
   int32_t task;
   int32_t size;          /* crop size in pixels; size/8 must be a power of two */
-  int32_t code_channels; /* channels of the size/8 x size/8 code */
+  int32_t code_channels; /* channels of the 8 x 8 code; for the VAE, of the latent */
+  int32_t upsample;      /* enum ds_upsample */
   int32_t classes;       /* surrogate classes (comparator task) */
   double lambda_feat;
   double lambda_adv;
@@ -75,12 +79,14 @@ typedef struct {
 
 /* One training step's losses, before weighting, plus the balancing state
  * that was in force for the step. For the comparator task loss_img holds
- * the cross-entropy and accuracy the batch accuracy. */
+ * the cross-entropy and accuracy the batch accuracy. kl (VAE) is the KL
+ * divergence of the posterior from N(0, I) in nats per image. */
 typedef struct {
   double loss_feat;
   double loss_adv;
   double loss_img;
   double loss_discr;
+  double kl;
   double accuracy;
   int32_t updated_g;
   int32_t updated_d;
@@ -92,9 +98,10 @@ char *ds_model_new(const ds_config *cfg, ds_comparator *comp, ds_model **out);
 void ds_model_free(ds_model *m);
 
 /* x: n*3*size*size floats, NCHW, pixels in [-1,1]. labels: n class indices
- * for the comparator task, NULL otherwise. */
+ * for the comparator task, NULL otherwise. kl_weight weighs the VAE's KL
+ * term on this step (the caller owns its warm-up schedule). */
 char *ds_model_train_step(ds_model *m, const float *x, const int64_t *labels,
-                          int64_t n, ds_losses *out);
+                          int64_t n, double kl_weight, ds_losses *out);
 
 /* Comparator task: loss and accuracy on a batch, in eval mode. */
 char *ds_model_evaluate(ds_model *m, const float *x, const int64_t *labels,
@@ -104,6 +111,17 @@ char *ds_model_evaluate(ds_model *m, const float *x, const int64_t *labels,
  * encoder's downsampling factor. Runs in eval mode without autograd. */
 char *ds_model_reconstruct(ds_model *m, const float *x, int64_t n, int64_t h,
                            int64_t w, float *out);
+
+/* The code of n images of h x w (multiples of the downsampling factor f):
+ * the VAE's posterior mean, or the autoencoder's code. out holds
+ * n*code_channels*(h/f)*(w/f) floats. */
+char *ds_model_encode(ds_model *m, const float *x, int64_t n, int64_t h,
+                      int64_t w, float *out);
+
+/* Decodes n codes of code_channels x zh x zw into n*3*(zh*f)*(zw*f) pixels
+ * in [-1,1]. */
+char *ds_model_decode(ds_model *m, const float *z, int64_t n, int64_t zh,
+                      int64_t zw, float *out);
 
 /* Serialises the networks, the optimizer state and the balancing state as a
  * PyTorch state dict (torch.save's zip format). *buf is malloc'd. */

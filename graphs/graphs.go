@@ -28,13 +28,28 @@ const (
 	Autoencoder Task = C.DS_TASK_AUTOENCODER
 	// ComparatorTask trains an Exemplar-CNN on surrogate classes.
 	ComparatorTask Task = C.DS_TASK_COMPARATOR
+	// VAE is the autoencoder with a Gaussian posterior and a KL term.
+	VAE Task = C.DS_TASK_VAE
+)
+
+// Upsample is how the generator doubles its resolution.
+type Upsample int
+
+// Upsampling kinds.
+const (
+	// Deconv is the paper's transposed convolution (kernel 4, stride 2).
+	Deconv Upsample = C.DS_UPSAMPLE_DECONV
+	// Resize is nearest-neighbour resizing then a 3x3 convolution, free of
+	// checkerboard artifacts.
+	Resize Upsample = C.DS_UPSAMPLE_RESIZE
 )
 
 // Config is everything the engine needs to build a model.
 type Config struct {
 	Task         Task
 	Size         int // crop size; Size/8 must be a power of two
-	CodeChannels int
+	CodeChannels int // channels of the 8 x 8 code (the VAE's latent)
+	Upsample     Upsample
 	Classes      int // surrogate classes, for ComparatorTask
 	LambdaFeat   float64
 	LambdaAdv    float64
@@ -47,10 +62,11 @@ type Config struct {
 
 // Losses are one training step's unweighted loss terms. A term that is
 // switched off is 0. For ComparatorTask, Img holds the cross-entropy and
-// Accuracy the share of the batch classified right.
+// Accuracy the share of the batch classified right. KL is the VAE's KL
+// divergence from N(0, I) in nats per image.
 type Losses struct {
-	Feat, Adv, Img, Discr float64
-	Accuracy              float64
+	Feat, Adv, Img, Discr, KL float64
+	Accuracy                  float64
 	// UpdatedG and UpdatedD tell whether the balancing rule let G and D
 	// learn on this step.
 	UpdatedG, UpdatedD bool
@@ -84,6 +100,7 @@ func NewModel(cfg Config, comp *Comparator) (*Model, error) {
 		task:          C.int32_t(cfg.Task),
 		size:          C.int32_t(cfg.Size),
 		code_channels: C.int32_t(cfg.CodeChannels),
+		upsample:      C.int32_t(cfg.Upsample),
 		classes:       C.int32_t(cfg.Classes),
 		lambda_feat:   C.double(cfg.LambdaFeat),
 		lambda_adv:    C.double(cfg.LambdaAdv),
@@ -132,20 +149,29 @@ func (m *Model) NumParams() int64 {
 	return int64(C.ds_model_num_params(m.ptr))
 }
 
-// TrainStep runs one optimisation step on a batch of n crops, NCHW float32
-// in [-1,1], and returns the losses. labels holds n class indices for
-// ComparatorTask and is nil otherwise.
-func (m *Model) TrainStep(batch []float32, labels []int64, n int) (Losses, error) {
-	return m.step("train step", true, batch, labels, n)
+// Step is one training step's input: n crops, NCHW float32 in [-1,1].
+type Step struct {
+	Batch  []float32
+	N      int
+	Labels []int64 // n class indices for ComparatorTask, else nil
+	// KLWeight weighs the VAE's KL term on this step; the caller owns its
+	// warm-up schedule.
+	KLWeight float64
+}
+
+// TrainStep runs one optimisation step and returns the losses.
+func (m *Model) TrainStep(s Step) (Losses, error) {
+	return m.step("train step", true, s)
 }
 
 // Evaluate returns the loss and accuracy of a ComparatorTask model on a
 // labelled batch, without training.
 func (m *Model) Evaluate(batch []float32, labels []int64, n int) (Losses, error) {
-	return m.step("evaluate", false, batch, labels, n)
+	return m.step("evaluate", false, Step{Batch: batch, N: n, Labels: labels})
 }
 
-func (m *Model) step(op string, train bool, batch []float32, labels []int64, n int) (Losses, error) {
+func (m *Model) step(op string, train bool, s Step) (Losses, error) {
+	batch, labels, n := s.Batch, s.Labels, s.N
 	if m.ptr == nil {
 		return Losses{}, errClosed
 	}
@@ -162,7 +188,7 @@ func (m *Model) step(op string, train bool, batch []float32, labels []int64, n i
 	var l C.ds_losses
 	var msg *C.char
 	if train {
-		msg = C.ds_model_train_step(m.ptr, (*C.float)(&batch[0]), lp, C.int64_t(n), &l)
+		msg = C.ds_model_train_step(m.ptr, (*C.float)(&batch[0]), lp, C.int64_t(n), C.double(s.KLWeight), &l)
 	} else {
 		msg = C.ds_model_evaluate(m.ptr, (*C.float)(&batch[0]), lp, C.int64_t(n), &l)
 	}
@@ -173,7 +199,7 @@ func (m *Model) step(op string, train bool, batch []float32, labels []int64, n i
 	}
 	return Losses{
 		Feat: float64(l.loss_feat), Adv: float64(l.loss_adv),
-		Img: float64(l.loss_img), Discr: float64(l.loss_discr),
+		Img: float64(l.loss_img), Discr: float64(l.loss_discr), KL: float64(l.kl),
 		Accuracy: float64(l.accuracy),
 		UpdatedG: l.updated_g != 0, UpdatedD: l.updated_d != 0,
 	}, nil
@@ -198,9 +224,53 @@ func (m *Model) Reconstruct(x []float32, n, h, w int) ([]float32, error) {
 	return out, nil
 }
 
-// Factor is the encoder's total downsampling: inputs to Reconstruct must be
-// multiples of it.
+// Factor is the encoder's total downsampling: inputs to Reconstruct and
+// Encode must be multiples of it.
 func (m *Model) Factor() int { return m.cfg.Size / 8 }
+
+// CodeShape is the shape of one code (channels, height, width) for an
+// image of h x w.
+func (m *Model) CodeShape(h, w int) (c, ch, cw int) {
+	return m.cfg.CodeChannels, h / m.Factor(), w / m.Factor()
+}
+
+// Encode returns the codes of n images of h x w: the VAE's posterior means,
+// or the autoencoder's codes, n x CodeShape(h, w) floats.
+func (m *Model) Encode(x []float32, n, h, w int) ([]float32, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	if want := n * 3 * h * w; n <= 0 || len(x) != want {
+		return nil, fmt.Errorf("encode: input has %d floats, want %d", len(x), want)
+	}
+	c, ch, cw := m.CodeShape(h, w)
+	out := make([]float32, n*c*ch*cw)
+	msg := C.ds_model_encode(m.ptr, (*C.float)(&x[0]), C.int64_t(n), C.int64_t(h), C.int64_t(w), (*C.float)(&out[0]))
+	runtime.KeepAlive(x)
+	if err := errorFrom("encode", msg); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Decode turns n codes of CodeChannels x zh x zw into images of
+// (zh*Factor) x (zw*Factor), NCHW float32 in [-1,1].
+func (m *Model) Decode(z []float32, n, zh, zw int) ([]float32, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	if want := n * m.cfg.CodeChannels * zh * zw; n <= 0 || zh <= 0 || zw <= 0 || len(z) != want {
+		return nil, fmt.Errorf("decode: code has %d floats, want %d", len(z), want)
+	}
+	f := m.Factor()
+	out := make([]float32, n*3*zh*f*zw*f)
+	msg := C.ds_model_decode(m.ptr, (*C.float)(&z[0]), C.int64_t(n), C.int64_t(zh), C.int64_t(zw), (*C.float)(&out[0]))
+	runtime.KeepAlive(z)
+	if err := errorFrom("decode", msg); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
 
 // Save serialises the model at the given step as a PyTorch state dict (the
 // zip format of torch.save), including optimizer and balancing state.

@@ -101,7 +101,7 @@ func TestTrainStepLossTerms(t *testing.T) {
 			cfg := testConfig()
 			cfg.LambdaFeat, cfg.LambdaAdv, cfg.LambdaImg = tc.feat, tc.adv, tc.img
 			m := newModel(t, cfg)
-			l, err := m.TrainStep(randomBatch(1, 2, 32), nil, 2)
+			l, err := m.TrainStep(Step{Batch: randomBatch(1, 2, 32), N: 2})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,13 +127,13 @@ func TestTrainingReducesLoss(t *testing.T) {
 	cfg.LR = 1e-3
 	m := newModel(t, cfg)
 	x := smoothBatch(4, 32)
-	first, err := m.TrainStep(x, nil, 4)
+	first, err := m.TrainStep(Step{Batch: x, N: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var last Losses
 	for range 30 {
-		if last, err = m.TrainStep(x, nil, 4); err != nil {
+		if last, err = m.TrainStep(Step{Batch: x, N: 4}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -144,7 +144,7 @@ func TestTrainingReducesLoss(t *testing.T) {
 
 func TestTrainStepRejectsWrongBatch(t *testing.T) {
 	m := newModel(t, testConfig())
-	if _, err := m.TrainStep(make([]float32, 10), nil, 1); err == nil {
+	if _, err := m.TrainStep(Step{Batch: make([]float32, 10), N: 1}); err == nil {
 		t.Fatal("accepted a batch of the wrong length")
 	}
 }
@@ -156,7 +156,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	cfg.LambdaAdv = 0
 	m := newModel(t, cfg)
 	for range 2 {
-		if _, err := m.TrainStep(randomBatch(3, 2, 32), nil, 2); err != nil {
+		if _, err := m.TrainStep(Step{Batch: randomBatch(3, 2, 32), N: 2}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -193,7 +193,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	// same batch moves both models identically.
 	batch := randomBatch(5, 2, 32)
 	for _, mm := range []*Model{m, fresh} {
-		if _, err := mm.TrainStep(batch, nil, 2); err != nil {
+		if _, err := mm.TrainStep(Step{Batch: batch, N: 2}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -274,7 +274,7 @@ func TestClosedModel(t *testing.T) {
 	}
 	m.Close()
 	m.Close()
-	if _, err := m.TrainStep(randomBatch(1, 1, 32), nil, 1); err == nil {
+	if _, err := m.TrainStep(Step{Batch: randomBatch(1, 1, 32), N: 1}); err == nil {
 		t.Fatal("TrainStep on a closed model succeeded")
 	}
 }

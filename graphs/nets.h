@@ -1,8 +1,10 @@
 // The DeePSiM networks, written with libtorch's C++ frontend.
 //
 // Conventions from the paper: leaky ReLU with slope 0.3, MSRA (He)
-// initialisation, no batch norm, linear output layers, and up-convolutions
-// as transposed convolutions with kernel 4, stride 2, padding 1.
+// initialisation, no batch norm, linear output layers. Up-sampling is the
+// paper's transposed convolution (kernel 4, stride 2, padding 1) or a
+// nearest-neighbour resize followed by a 3x3 convolution, which cannot make
+// the periodic checkerboard artifacts of the former (Odena et al., 2016).
 #pragma once
 
 #include <torch/script.h>
@@ -30,6 +32,21 @@ inline nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1,
 inline nn::ConvTranspose2d upconv(int64_t in, int64_t out) {
   return nn::ConvTranspose2d(
       nn::ConvTranspose2dOptions(in, out, 4).stride(2).padding(1));
+}
+
+// How the generator doubles its resolution; values match ds_config.upsample.
+enum class Upsample { Deconv = 0, Resize = 1 };
+
+inline void push_upsample(nn::Sequential& seq, Upsample how, int64_t in,
+                          int64_t out) {
+  if (how == Upsample::Deconv) {
+    seq->push_back(upconv(in, out));
+    return;
+  }
+  seq->push_back(nn::Upsample(nn::UpsampleOptions()
+                                  .scale_factor(std::vector<double>{2, 2})
+                                  .mode(torch::kNearest)));
+  seq->push_back(conv(in, out, 3));
 }
 
 inline nn::LeakyReLU leaky() {
@@ -81,12 +98,12 @@ struct EncoderImpl : nn::Module {
 };
 TORCH_MODULE(Encoder);
 
-// Generator G: up-convolutions, each followed by a 3x3 conv, then a linear
-// 3x3 output conv.
+// Generator G: up-sampling stages, each followed by a 3x3 conv, then a
+// linear 3x3 output conv.
 struct GeneratorImpl : nn::Module {
   nn::Sequential body;
 
-  GeneratorImpl(int64_t size, int64_t code_ch) {
+  GeneratorImpl(int64_t size, int64_t code_ch, Upsample how) {
     const int64_t n = stages_for(size);
     int64_t ch = 32LL << n;  // 256 for 64 px: 256 -> 128 -> 64 -> 32
     if (ch > 512) ch = 512;
@@ -94,7 +111,7 @@ struct GeneratorImpl : nn::Module {
     body->push_back(leaky());
     for (int64_t i = 0; i < n; i++) {
       const int64_t out = std::max<int64_t>(ch / 2, 32);
-      body->push_back(upconv(ch, out));
+      push_upsample(body, how, ch, out);
       body->push_back(leaky());
       body->push_back(conv(out, out, 3));
       body->push_back(leaky());

@@ -68,7 +68,7 @@ func trainer(b *testing.B, cfg Config) func() {
 	s := stream(ctx, set, cfg)
 	return func() {
 		batch := <-s
-		if _, err := model.TrainStep(batch.Data, nil, batch.N); err != nil {
+		if _, err := model.TrainStep(graphs.Step{Batch: batch.Data, N: batch.N}); err != nil {
 			b.Fatal(err)
 		}
 	}

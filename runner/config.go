@@ -22,10 +22,23 @@ type Config struct {
 	// Heldout images give the report its fixed crops and its final eval.
 	Heldout []string `json:"heldout,omitempty"`
 
-	Size         int   `json:"size"`          // crop side in pixels
-	CodeChannels int   `json:"code_channels"` // the code is size/8 x size/8 x this
+	Size int `json:"size"` // crop side in pixels
+	// The code (the VAE's latent) is CodeChannels x 8 x 8 at the training
+	// size: the encoder downsamples by Size/8, so larger images get larger
+	// codes.
+	CodeChannels int   `json:"code_channels"`
 	Batch        int   `json:"batch"`
 	Steps        int64 `json:"steps"`
+	// Upsample is how G doubles its resolution: "resize" (nearest-neighbour
+	// then a 3x3 conv) or "deconv" (the paper's transposed convolution).
+	Upsample string `json:"upsample"`
+
+	// VAE: the KL term's weight, reached linearly over the first KLWarmup
+	// steps so that the posterior neither collapses onto the prior nor runs
+	// off before the decoder has learnt anything. The KL is in nats per
+	// image, summed over the latent.
+	KLWeight float64 `json:"kl_weight,omitempty"`
+	KLWarmup int64   `json:"kl_warmup,omitempty"`
 
 	// The comparator C (a spec: NAME:LAYER, ARCH-random:LAYER or
 	// FILE.pt[:SUBMODULE]); Layer applies when the spec names none.
@@ -66,7 +79,14 @@ type Config struct {
 // Task names.
 const (
 	TaskAutoencoder = "autoencoder"
+	TaskVAE         = "vae"
 	TaskComparator  = "comparator"
+)
+
+// Upsampling kinds of the generator.
+const (
+	UpsampleResize = "resize"
+	UpsampleDeconv = "deconv"
 )
 
 // DefaultComparator is the shipped Exemplar-CNN, trained by this project, at
@@ -80,6 +100,7 @@ func Defaults() Config {
 		Task:            TaskAutoencoder,
 		Size:            64,
 		CodeChannels:    8,
+		Upsample:        UpsampleDeconv,
 		Batch:           16,
 		Steps:           2000,
 		Comparator:      DefaultComparator,
@@ -112,7 +133,22 @@ func DefaultsFor(task string) Config {
 		c.Comparator = ""
 		c.LambdaFeat, c.LambdaAdv, c.LambdaImg = 0, 0, 0
 	}
+	if task == TaskVAE {
+		c.KLWeight, c.KLWarmup = DefaultKLWeight, 500
+	}
 	return c
+}
+
+// DefaultKLWeight weighs the KL (nats per image) against the mean-reduced
+// reconstruction terms.
+const DefaultKLWeight = 1e-4
+
+// KLWeightAt is the KL weight in force at a step (counted from 1).
+func (c Config) KLWeightAt(step int64) float64 {
+	if c.KLWarmup <= 0 || step >= c.KLWarmup {
+		return c.KLWeight
+	}
+	return c.KLWeight * float64(step) / float64(c.KLWarmup)
 }
 
 // ComparatorSpec is the effective comparator spec: Comparator, with Layer
@@ -143,14 +179,18 @@ func (c Config) Validate() error {
 		return nil
 	}
 	switch {
-	case c.Task != TaskAutoencoder:
-		return fmt.Errorf("task %q is not available (have: %s, %s)", c.Task, TaskAutoencoder, TaskComparator)
+	case c.Task != TaskAutoencoder && c.Task != TaskVAE:
+		return fmt.Errorf("task %q is not available (have: %s, %s, %s)", c.Task, TaskAutoencoder, TaskVAE, TaskComparator)
+	case c.Upsample != UpsampleResize && c.Upsample != UpsampleDeconv:
+		return fmt.Errorf("--upsample %q: have %s, %s", c.Upsample, UpsampleResize, UpsampleDeconv)
+	case c.KLWeight < 0 || c.KLWarmup < 0:
+		return errors.New("--kl-weight and --kl-warmup must not be negative")
 	case len(c.Data) == 0:
 		return errors.New("no --data folder given")
 	case c.Size < 16 || c.Size%8 != 0 || f&(f-1) != 0:
 		return fmt.Errorf("--size %d: must be 8 times a power of two (16, 32, 64, 128, 256)", c.Size)
 	case c.CodeChannels < 1:
-		return fmt.Errorf("code channels %d: must be at least 1", c.CodeChannels)
+		return fmt.Errorf("--latent %d: must be at least 1 channel", c.CodeChannels)
 	case c.Batch < 1:
 		return fmt.Errorf("--batch %d: must be at least 1", c.Batch)
 	case c.Steps < 1:
@@ -178,13 +218,21 @@ func (c Config) Validate() error {
 // Graph is the engine's view of the configuration.
 func (c Config) Graph() graphs.Config {
 	task := graphs.Autoencoder
-	if c.Task == TaskComparator {
+	switch c.Task {
+	case TaskComparator:
 		task = graphs.ComparatorTask
+	case TaskVAE:
+		task = graphs.VAE
+	}
+	up := graphs.Resize
+	if c.Upsample == UpsampleDeconv {
+		up = graphs.Deconv
 	}
 	return graphs.Config{
 		Task:         task,
 		Size:         c.Size,
 		CodeChannels: c.CodeChannels,
+		Upsample:     up,
 		Classes:      c.Classes,
 		LambdaFeat:   c.LambdaFeat,
 		LambdaAdv:    c.LambdaAdv,
@@ -235,3 +283,7 @@ func LoadConfig(dir string) (Config, error) {
 	}
 	return cfg, nil
 }
+
+// Generative tells whether the run trains an encoder and a generator (the
+// autoencoder and the VAE), rather than a comparator.
+func (c Config) Generative() bool { return c.Task == TaskAutoencoder || c.Task == TaskVAE }

@@ -65,7 +65,7 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		return nil, err
 	}
 	defer model.Close()
-	if cfg.Task != TaskAutoencoder {
+	if !cfg.Generative() {
 		return nil, fmt.Errorf("%s is a %s run: eval measures reconstructions", opt.Run, cfg.Task)
 	}
 	res := &EvalResult{Run: opt.Run, N: opt.N, Comparator: cfg.ComparatorSpec(), Judge: opt.Judge}

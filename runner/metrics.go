@@ -25,6 +25,10 @@ type Metrics struct {
 	// GAN that stalls or runs away can be seen in the log.
 	UpdatedG bool `json:"updated_g"`
 	UpdatedD bool `json:"updated_d"`
+	// VAE: the KL divergence of the posterior from N(0, I) in nats per
+	// image, and the weight it had on this step (it warms up).
+	KL       *float64 `json:"kl,omitempty"`
+	KLWeight *float64 `json:"kl_weight,omitempty"`
 	// Comparator task: the surrogate-class cross-entropy and accuracy on the
 	// batch, and on the held-out transformations at evaluation steps.
 	LossClass  float64  `json:"loss_class,omitempty"`

@@ -179,12 +179,21 @@ func lossTerms(cfg Config) []lossTerm {
 		return []lossTerm{{"loss_class", func(m Metrics) float64 { return m.LossClass }},
 			{"train_acc", func(m Metrics) float64 { return m.TrainAcc }}}
 	}
-	return []lossTerm{
+	terms := []lossTerm{
 		{"loss_feat", func(m Metrics) float64 { return m.LossFeat }},
 		{"loss_adv", func(m Metrics) float64 { return m.LossAdv }},
 		{"loss_img", func(m Metrics) float64 { return m.LossImg }},
 		{"loss_discr", func(m Metrics) float64 { return m.LossDiscr }},
 	}
+	if cfg.Task == TaskVAE {
+		terms = append(terms, lossTerm{"kl", func(m Metrics) float64 {
+			if m.KL == nil {
+				return 0
+			}
+			return *m.KL
+		}})
+	}
+	return terms
 }
 
 // lossPlot draws one term against the step, at most 2000 points.

@@ -81,7 +81,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	// The comparator first: a missing one should fail before minutes of
 	// image decoding.
 	var comp *graphs.Comparator
-	if cfg.Task == TaskAutoencoder && cfg.LambdaFeat > 0 {
+	if cfg.Generative() && cfg.LambdaFeat > 0 {
 		var err error
 		if comp, err = pretrained.OpenString(cfg.ComparatorSpec(), opt.Store, cfg.ComparatorSize); err != nil {
 			return nil, err
@@ -94,7 +94,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	}
 	sum := &TrainSummary{Images: len(set.Images), Skipped: set.Skipped}
 	var rep *reporter
-	if cfg.Task == TaskAutoencoder {
+	if cfg.Generative() {
 		var held *pipeline.Set
 		if len(cfg.Heldout) > 0 {
 			if held, err = loadImages(ctx, cfg, cfg.Heldout, log); err != nil {
@@ -183,19 +183,23 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 			return sum, ErrInterrupted
 		case batch = <-batches:
 		}
-		losses, err := model.TrainStep(batch.Data, batch.Labels, batch.N)
+		klWeight := cfg.KLWeightAt(step + 1)
+		losses, err := model.TrainStep(graphs.Step{Batch: batch.Data, N: batch.N, Labels: batch.Labels, KLWeight: klWeight})
 		if err != nil {
 			return sum, fmt.Errorf("step %d: %w", step+1, err)
 		}
 		step++
 		sum.Step = step
-		for name, v := range map[string]float64{"loss_feat": losses.Feat, "loss_adv": losses.Adv, "loss_img": losses.Img, "loss_discr": losses.Discr} {
+		for name, v := range map[string]float64{"loss_feat": losses.Feat, "loss_adv": losses.Adv, "loss_img": losses.Img, "loss_discr": losses.Discr, "kl": losses.KL} {
 			if math.IsNaN(v) || math.IsInf(v, 0) {
 				return sum, fmt.Errorf("training diverged at step %d (%s = %v); the checkpoint on disk is the last good state", step, name, v)
 			}
 		}
 		m := Metrics{Step: step, LossFeat: losses.Feat, LossAdv: losses.Adv, LossImg: losses.Img, LossDiscr: losses.Discr,
 			UpdatedG: losses.UpdatedG, UpdatedD: losses.UpdatedD}
+		if cfg.Task == TaskVAE {
+			m.KL, m.KLWeight = &losses.KL, &klWeight
+		}
 		if cfg.Task == TaskComparator {
 			m.LossImg, m.LossClass, m.TrainAcc = 0, losses.Img, losses.Accuracy
 		}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -24,8 +25,10 @@ import (
 const usage = `runner trains and uses DeePSiM image generators.
 
 Commands:
-  runner train --task autoencoder|comparator --data DIR --out RUN [flags]
+  runner train --task autoencoder|vae|comparator --data DIR --out RUN [flags]
   runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...
+  runner sample --run RUN --n N --out FILE.png|DIR [--seed S] [--ref DIR]
+  runner sample --run RUN --interpolate A B --steps K --out FILE.png|DIR
   runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC]
   runner similarity A B [--comparator SPEC] [--json] [--map OUT.png]
   runner ablate --data DIR --heldout DIR --steps N --out DIR [flags]
@@ -66,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdTrain(ctx, args[1:], log, stderr)
 	case "reconstruct":
 		err = cmdReconstruct(ctx, args[1:], log, stderr)
+	case "sample":
+		err = cmdSample(ctx, args[1:], log, stdout, stderr)
 	case "crops":
 		err = cmdCrops(ctx, args[1:], log, stderr)
 	case "eval":
@@ -110,10 +115,29 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
+// latentFlag is the code's channel count, written CxHxW or C. The encoder
+// always downsamples a training crop to 8 x 8.
+type latentFlag int
+
+func (l *latentFlag) String() string { return fmt.Sprintf("%dx8x8", int(*l)) }
+
+func (l *latentFlag) Set(v string) error {
+	c, hw, shaped := strings.Cut(v, "x")
+	if shaped && hw != "8x8" {
+		return fmt.Errorf("latent %q: the code is C x 8 x 8 at the training size", v)
+	}
+	n, err := strconv.Atoi(c)
+	if err != nil || n < 1 {
+		return fmt.Errorf("latent %q: want CxHxW (like 8x8x8) or a channel count", v)
+	}
+	*l = latentFlag(n)
+	return nil
+}
+
 // bindTrainFlags binds cfg's fields to fs, so that the flags' defaults are
 // cfg's values.
 func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *bool) {
-	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, or comparator (an Exemplar-CNN)")
+	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, vae, or comparator (an Exemplar-CNN)")
 	fs.Var((*listFlag)(&cfg.Data), "data", "folder(s) of JPEG/PNG images, comma-separated or repeated")
 	fs.Var((*listFlag)(&cfg.Heldout), "heldout", "folder(s) of held-out images for the report's crops and final eval")
 	fs.StringVar(out, "out", "", "run folder to create (or to continue, with --resume)")
@@ -121,6 +145,10 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *b
 	fs.Int64Var(&cfg.Steps, "steps", cfg.Steps, "train until this step")
 	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "crops per step")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "crop side in pixels (16, 32, 64, 128, 256)")
+	fs.Var((*latentFlag)(&cfg.CodeChannels), "latent", "code (VAE: latent) shape CxHxW, or just C; H and W are always 8")
+	fs.StringVar(&cfg.Upsample, "upsample", cfg.Upsample, "generator upsampling: deconv (transposed conv, the paper's) or resize (nearest + 3x3 conv, no checkerboard)")
+	fs.Float64Var(&cfg.KLWeight, "kl-weight", cfg.KLWeight, "VAE: weight of the KL term (nats per image)")
+	fs.Int64Var(&cfg.KLWarmup, "kl-warmup", cfg.KLWarmup, "VAE: steps over which the KL weight rises linearly from 0")
 	fs.StringVar(&cfg.Comparator, "comparator", cfg.Comparator, "comparator C: NAME:LAYER, ARCH-random:LAYER or FILE.pt[:SUBMODULE]")
 	fs.StringVar(&cfg.Layer, "layer", cfg.Layer, "comparator layer, when --comparator names none")
 	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to (0: its own)")
@@ -237,6 +265,47 @@ func cmdReconstruct(ctx context.Context, args []string, log *slog.Logger, stderr
 		return err
 	}
 	fmt.Fprintf(stderr, "wrote %d reconstructions to %s (skipped %d); grid: %s\n", len(sum.Written), opt.Out, len(sum.Skipped), sum.Grid)
+	return nil
+}
+
+func cmdSample(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
+	const use = "usage: runner sample --run RUN --n N --out FILE.png|DIR [--seed S] [--ref DIR]\n" +
+		"       runner sample --run RUN --interpolate A B --steps K --out FILE.png|DIR"
+	opt := runner.SampleOptions{N: 64, Seed: 1, Steps: 8, Log: log}
+	fs := flag.NewFlagSet("sample", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&opt.Run, "run", "", "trained VAE run folder")
+	fs.StringVar(&opt.Out, "out", "", "a .png file for one sheet, or a folder for 000.png, 001.png, ...")
+	fs.IntVar(&opt.N, "n", opt.N, "samples to draw from the prior")
+	fs.Uint64Var(&opt.Seed, "seed", opt.Seed, "seed of the latents: the same seed gives the same images")
+	interp := fs.Bool("interpolate", false, "decode a row between the encodings of the two images given")
+	fs.IntVar(&opt.Steps, "steps", opt.Steps, "images in the interpolation row, both ends included")
+	fs.StringVar(&opt.Ref, "ref", "", "folder of real images: print the samples' sharpness ratio against seeded crops of it")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return usageErr(err)
+	}
+	if *interp {
+		opt.Interpolate = pos
+		if len(pos) != 2 {
+			fmt.Fprintf(stderr, "runner sample: --interpolate takes two images, got %d\n%s\n", len(pos), use)
+			return errUsage
+		}
+	} else if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", errUsage, pos)
+	}
+	if opt.Run == "" || opt.Out == "" {
+		fmt.Fprintln(stderr, use)
+		return errUsage
+	}
+	res, err := runner.Sample(ctx, opt)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %d file(s) to %s\n", len(res.Written), opt.Out)
+	if opt.Ref != "" {
+		fmt.Fprintf(stdout, "sharpness_ratio: %.4f (samples' mean gradient magnitude / that of %d crops of %s)\n", res.SharpnessRatio, res.RefCrops, opt.Ref)
+	}
 	return nil
 }
 

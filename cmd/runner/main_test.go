@@ -218,3 +218,55 @@ func TestSimilarityJSON(t *testing.T) {
 		t.Fatalf("an image and a folder: exit %d", code)
 	}
 }
+
+func TestSampleCommand(t *testing.T) {
+	data := photos(t)
+	dir := t.TempDir()
+	vae, ae := filepath.Join(dir, "vae"), filepath.Join(dir, "ae")
+	vaeArgs := []string{"train", "--task", "vae", "--data", data, "--out", vae, "--size", "32", "--batch", "4",
+		"--steps", "2", "--latent", "4x8x8", "--kl-warmup", "1"}
+	if code, out := runCLI(vaeArgs...); code != exitOK {
+		t.Fatalf("train vae: exit %d\n%s", code, out)
+	}
+	if code, out := runCLI(small(data, ae, "--steps", "1")...); code != exitOK {
+		t.Fatalf("train autoencoder: exit %d\n%s", code, out)
+	}
+	var pngs [2][]byte
+	for i := range pngs {
+		out := filepath.Join(dir, fmt.Sprintf("s%d.png", i))
+		if code, msg := runCLI("sample", "--run", vae, "--n", "4", "--out", out, "--seed", "5"); code != exitOK {
+			t.Fatalf("sample: exit %d\n%s", code, msg)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pngs[i] = b
+	}
+	if !bytes.Equal(pngs[0], pngs[1]) {
+		t.Fatal("runner sample with the same --seed wrote different PNGs")
+	}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"autoencoder run", []string{"sample", "--run", ae, "--n", "4", "--out", filepath.Join(dir, "x.png")}, exitError, "--task vae"},
+		{"one image to interpolate", []string{"sample", "--run", vae, "--interpolate", data, "--out", filepath.Join(dir, "y.png")}, exitUsage, "two images"},
+		{"no out", []string{"sample", "--run", vae}, exitUsage, "usage"},
+		{"latent not 8x8", []string{"train", "--task", "vae", "--data", data, "--out", filepath.Join(dir, "z"), "--latent", "4x4x4"}, exitUsage, "8 x 8"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runCLI(tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d (want %d), output:\n%s\nwant mention of %q", code, tc.code, out, tc.want)
+			}
+		})
+	}
+	cfg, err := runner.LoadConfig(vae)
+	if err != nil || cfg.CodeChannels != 4 || cfg.Task != runner.TaskVAE {
+		t.Fatalf("--latent 4x8x8 gave config %+v (%v)", cfg, err)
+	}
+}

@@ -1,0 +1,190 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"image"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/disintegration/imaging"
+
+	"github.com/deepsim/deepsim/pipeline"
+)
+
+// trainVAE trains a tiny VAE run and returns its folder and data.
+func trainVAE(t *testing.T) (run, data string) {
+	t.Helper()
+	data = photos(t, 4)
+	cfg := smallConfig(data)
+	cfg.Task, cfg.KLWeight, cfg.KLWarmup = TaskVAE, 1e-3, 6
+	run = filepath.Join(t.TempDir(), "vae")
+	mustTrain(t, cfg, TrainOptions{Out: run})
+	return run, data
+}
+
+func TestVAELogsKLEveryStep(t *testing.T) {
+	run, _ := trainVAE(t)
+	cfg, err := LoadConfig(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := readMetrics(t, run)
+	if len(ms) != int(cfg.Steps) {
+		t.Fatalf("%d metrics lines, want %d", len(ms), cfg.Steps)
+	}
+	for _, m := range ms {
+		if m.KL == nil || !(*m.KL > 0) || math.IsInf(*m.KL, 0) {
+			t.Fatalf("step %d: kl %v, want finite and positive", m.Step, m.KL)
+		}
+		if m.KLWeight == nil || *m.KLWeight != cfg.KLWeightAt(m.Step) {
+			t.Fatalf("step %d: kl_weight %v, want %v", m.Step, m.KLWeight, cfg.KLWeightAt(m.Step))
+		}
+	}
+	if w := *ms[0].KLWeight; !(w > 0 && w < cfg.KLWeight) || *ms[len(ms)-1].KLWeight != cfg.KLWeight {
+		t.Fatalf("kl weight %v at step 1 and %v at the end: no warm-up to %v", w, *ms[len(ms)-1].KLWeight, cfg.KLWeight)
+	}
+}
+
+func TestKLWeightWarmsUp(t *testing.T) {
+	cfg := Config{KLWeight: 0.01, KLWarmup: 100}
+	tests := []struct {
+		step int64
+		want float64
+	}{{1, 0.0001}, {50, 0.005}, {100, 0.01}, {5000, 0.01}}
+	for _, tc := range tests {
+		if got := cfg.KLWeightAt(tc.step); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("step %d: %v, want %v", tc.step, got, tc.want)
+		}
+	}
+	cfg.KLWarmup = 0
+	if got := cfg.KLWeightAt(1); got != 0.01 {
+		t.Errorf("no warm-up: %v at step 1", got)
+	}
+}
+
+func TestSampleIsRepeatable(t *testing.T) {
+	run, data := trainVAE(t)
+	dir := t.TempDir()
+	sample := func(name string, seed uint64) []byte {
+		t.Helper()
+		out := filepath.Join(dir, name)
+		res, err := Sample(context.Background(), SampleOptions{Run: run, Out: out, N: 9, Seed: seed, Ref: data, Log: discardLog()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !(res.SharpnessRatio > 0) || res.RefCrops != 9 {
+			t.Fatalf("sharpness ratio %v over %d crops", res.SharpnessRatio, res.RefCrops)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a, b, c := sample("a.png", 3), sample("b.png", 3), sample("c.png", 4)
+	if !bytes.Equal(a, b) {
+		t.Fatal("the same seed gave different PNGs")
+	}
+	if bytes.Equal(a, c) {
+		t.Fatal("different seeds gave the same PNG")
+	}
+	sheet, err := imaging.Decode(bytes.NewReader(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sheet.Bounds().Size(); got != image.Pt(3*34+2, 3*34+2) {
+		t.Fatalf("sheet of 9 32-px samples is %v, want a 3x3 grid", got)
+	}
+
+	folder := filepath.Join(dir, "each")
+	res, err := Sample(context.Background(), SampleOptions{Run: run, Out: folder, N: 3, Seed: 3, Log: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{"000.png", "001.png", "002.png"} {
+		if res.Written[i] != filepath.Join(folder, name) {
+			t.Fatalf("written %v", res.Written)
+		}
+		img, err := imaging.Open(res.Written[i])
+		if err != nil || img.Bounds().Dx() != 32 || img.Bounds().Dy() != 32 {
+			t.Fatalf("%s: %v %v", name, img.Bounds(), err)
+		}
+	}
+}
+
+func TestSampleRefusesAutoencoder(t *testing.T) {
+	cfg := smallConfig(photos(t, 4))
+	cfg.Steps = 2
+	run := filepath.Join(t.TempDir(), "ae")
+	mustTrain(t, cfg, TrainOptions{Out: run})
+	_, err := Sample(context.Background(), SampleOptions{Run: run, Out: filepath.Join(t.TempDir(), "s.png"), N: 4})
+	if !errors.Is(err, ErrNotVAE) || !strings.Contains(err.Error(), "--task vae") {
+		t.Fatalf("err = %v, want ErrNotVAE naming --task vae", err)
+	}
+}
+
+// The row has K images: the ends are the reconstructions of A and B (the
+// decoded posterior means), and the middle is neither.
+func TestInterpolationRow(t *testing.T) {
+	run, data := trainVAE(t)
+	files, err := pipeline.Find(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := files[0], files[1]
+	out := filepath.Join(t.TempDir(), "row")
+	res, err := Sample(context.Background(), SampleOptions{Run: run, Out: out, Interpolate: []string{a, b}, Steps: 5, Log: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Written) != 5 {
+		t.Fatalf("%d images, want 5", len(res.Written))
+	}
+	model, cfg, err := OpenModel(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close()
+	recon := func(f string) *image.NRGBA {
+		img, err := pipeline.Decode(f, pipeline.DecodeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sq := imaging.Fill(img, cfg.Size, cfg.Size, imaging.Center, imaging.Lanczos)
+		x := make([]float32, 3*cfg.Size*cfg.Size)
+		pipeline.ToCHW(sq, sq.Bounds(), x)
+		y, err := model.Reconstruct(x, 1, cfg.Size, cfg.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pipeline.FromCHW(y, cfg.Size, cfg.Size)
+	}
+	row := make([]*image.NRGBA, 5)
+	for i, f := range res.Written {
+		img, err := imaging.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row[i] = imaging.Clone(img)
+	}
+	ra, rb := recon(a), recon(b)
+	if !bytes.Equal(row[0].Pix, ra.Pix) || !bytes.Equal(row[4].Pix, rb.Pix) {
+		t.Fatal("the row's ends are not the reconstructions of A and B")
+	}
+	if bytes.Equal(row[2].Pix, ra.Pix) || bytes.Equal(row[2].Pix, rb.Pix) {
+		t.Fatal("the middle of the row is one of the ends")
+	}
+	sheet := filepath.Join(t.TempDir(), "row.png")
+	if _, err := Sample(context.Background(), SampleOptions{Run: run, Out: sheet, Interpolate: []string{a, b}, Steps: 5}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := imaging.Open(sheet)
+	if err != nil || img.Bounds().Dx() != 5*34+2 || img.Bounds().Dy() != 34+2 {
+		t.Fatalf("row sheet %v (%v), want one row of 5", img.Bounds(), err)
+	}
+}
