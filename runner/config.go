@@ -141,7 +141,7 @@ func DefaultsFor(task string) Config {
 
 // DefaultKLWeight weighs the KL (nats per image) against the mean-reduced
 // reconstruction terms.
-const DefaultKLWeight = 1e-4
+const DefaultKLWeight = 1e-3
 
 // KLWeightAt is the KL weight in force at a step (counted from 1).
 func (c Config) KLWeightAt(step int64) float64 {
