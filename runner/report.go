@@ -26,7 +26,9 @@ import (
 
 // Report files in the run folder: report.html, one self-contained page, and
 // report/step-NNNNNNN.png, the reconstructions of the fixed crops at each
-// report step, kept so that a resumed run's report shows the whole history.
+// report step (for a VAE also report/samples-NNNNNNN.png, decoded fixed
+// prior latents), kept so that a resumed run's report shows the whole
+// history.
 const (
 	ReportFile = "report.html"
 	reportDir  = "report"
@@ -97,6 +99,20 @@ func (r *reporter) snapshot(model *graphs.Model, step int64) error {
 	if err := atomicfile.WriteFile(filepath.Join(r.dir, reportDir, fmt.Sprintf("step-%07d.png", step)), b); err != nil {
 		return err
 	}
+	if r.cfg.Task == TaskVAE {
+		// The same latents at every step, so rows compare like with like.
+		z := priorLatents(reportCrops*r.cfg.CodeChannels*8*8, uint64(r.cfg.Seed))
+		s, err := model.Decode(z, reportCrops, 8, 8)
+		if err != nil {
+			return fmt.Errorf("report samples: %w", err)
+		}
+		if b, err = encodePNG(strip(s, reportCrops, size)); err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(filepath.Join(r.dir, reportDir, fmt.Sprintf("samples-%07d.png", step)), b); err != nil {
+			return err
+		}
+	}
 	return r.write()
 }
 
@@ -140,29 +156,44 @@ func (r *reporter) write() error {
 	if err != nil {
 		return err
 	}
-	grids := []reportImage{{"input", dataURL(orig)}}
-	files, _ := filepath.Glob(filepath.Join(r.dir, reportDir, "step-*.png"))
-	sort.Strings(files)
-	for _, f := range spread(files, reportRows) {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		var step int64
-		fmt.Sscanf(filepath.Base(f), "step-%d.png", &step)
-		grids = append(grids, reportImage{fmt.Sprintf("step %d", step), dataURL(b)})
+	steps, err := r.rows("step")
+	if err != nil {
+		return err
+	}
+	grids := append([]reportImage{{"input", dataURL(orig)}}, steps...)
+	samples, err := r.rows("samples")
+	if err != nil {
+		return err
 	}
 	cfgJSON, _ := json.MarshalIndent(r.cfg, "", "  ")
 	evalJSON, _ := os.ReadFile(filepath.Join(r.dir, EvalFile))
 	var page bytes.Buffer
 	err = reportPage.Execute(&page, map[string]any{
-		"Run": r.dir, "Plots": plots, "Grids": grids, "Source": r.source,
+		"Run": r.dir, "Plots": plots, "Grids": grids, "Samples": samples, "Source": r.source,
 		"Config": string(cfgJSON), "Eval": string(evalJSON),
 	})
 	if err != nil {
 		return err
 	}
 	return atomicfile.WriteFile(filepath.Join(r.dir, ReportFile), page.Bytes())
+}
+
+// rows loads the saved report/PREFIX-NNNNNNN.png strips, at most
+// reportRows of them evenly spread, labelled with their step.
+func (r *reporter) rows(prefix string) ([]reportImage, error) {
+	files, _ := filepath.Glob(filepath.Join(r.dir, reportDir, prefix+"-*.png"))
+	sort.Strings(files)
+	var out []reportImage
+	for _, f := range spread(files, reportRows) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var step int64
+		fmt.Sscanf(filepath.Base(f), prefix+"-%d.png", &step)
+		out = append(out, reportImage{fmt.Sprintf("step %d", step), dataURL(b)})
+	}
+	return out, nil
 }
 
 func dataURL(png []byte) template.URL {
@@ -241,6 +272,9 @@ pre { background: #eee; padding: 1em; overflow: auto }
 <h2>Reconstructions of fixed crops</h2>
 <p>Crops from {{.Source}}; one row per report step, inputs first.</p>
 <table class="grid">{{range .Grids}}<tr><td>{{.Label}}</td><td><img class="recon" alt="{{.Label}}" src="{{.Src}}"></td></tr>{{end}}</table>
+{{if .Samples}}<h2>Samples from the prior</h2>
+<p>The same latents, drawn from N(0, I), decoded at each report step.</p>
+<table class="grid">{{range .Samples}}<tr><td>{{.Label}}</td><td><img class="sample" alt="{{.Label}}" src="{{.Src}}"></td></tr>{{end}}</table>{{end}}
 <h2>Evaluation</h2>
 {{if .Eval}}<pre>{{.Eval}}</pre>{{else}}<p>Not evaluated yet: train with <code>--heldout DIR</code>, or run <code>runner eval</code>.</p>{{end}}
 <h2>Configuration</h2>
@@ -253,6 +287,7 @@ window.addEventListener("load", function () {
   };
   document.body.setAttribute("data-plots-rendered", ok("img.plot"));
   document.body.setAttribute("data-recons-rendered", ok("img.recon"));
+  document.body.setAttribute("data-samples-rendered", ok("img.sample"));
 });
 </script>
 </body></html>

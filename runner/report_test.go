@@ -13,7 +13,7 @@ import (
 
 // renderedCounts opens a page in headless Chromium (make deps installs it)
 // and returns the counts its script writes once every image has loaded.
-func renderedCounts(t *testing.T, page string) (plots, recons int) {
+func renderedCounts(t *testing.T, page string) (plots, recons, samples int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -32,7 +32,7 @@ func renderedCounts(t *testing.T, page string) (plots, recons int) {
 		n, _ := strconv.Atoi(string(m[1]))
 		return n
 	}
-	return get("data-plots-rendered"), get("data-recons-rendered")
+	return get("data-plots-rendered"), get("data-recons-rendered"), get("data-samples-rendered")
 }
 
 func TestReportRendersInChromium(t *testing.T) {
@@ -48,11 +48,26 @@ func TestReportRendersInChromium(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	plots, recons := renderedCounts(t, filepath.Join(run, ReportFile))
+	plots, recons, samples := renderedCounts(t, filepath.Join(run, ReportFile))
 	if plots != 4 {
 		t.Errorf("%d loss plots rendered, want 4 (feat, adv, img, discr)", plots)
 	}
 	if recons != 3 {
 		t.Errorf("%d reconstruction rows rendered, want 3 (inputs, steps 2 and 4)", recons)
+	}
+	if samples != 0 {
+		t.Errorf("an autoencoder's report shows %d sample rows", samples)
+	}
+}
+
+func TestVAEReportShowsKLAndSamples(t *testing.T) {
+	cfg := smallConfig(photos(t, 3))
+	cfg.Task, cfg.KLWeight, cfg.KLWarmup = TaskVAE, 1e-3, 2
+	cfg.Steps, cfg.CheckpointEvery = 4, 2
+	run := filepath.Join(t.TempDir(), "run")
+	mustTrain(t, cfg, TrainOptions{Out: run})
+	plots, recons, samples := renderedCounts(t, filepath.Join(run, ReportFile))
+	if plots != 5 || recons != 3 || samples != 2 {
+		t.Fatalf("rendered %d plots (want 5 with kl), %d reconstruction rows (want 3), %d sample rows (want 2)", plots, recons, samples)
 	}
 }
