@@ -68,7 +68,7 @@ func trainer(b *testing.B, cfg Config) func() {
 	s := stream(ctx, set, cfg)
 	return func() {
 		batch := <-s
-		if _, err := model.TrainStep(graphs.Step{Batch: batch.Data, N: batch.N}); err != nil {
+		if _, err := model.TrainStep(graphs.Step{Batch: batch.Data, N: batch.N, KLWeight: cfg.KLWeight}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -91,21 +91,33 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ReportMetric(float64(batches*b.N*cfg.Batch)/time.Since(start).Seconds(), "images/s")
 }
 
-// BenchmarkTrain measures training throughput of the default autoencoder
-// configuration (64 px, batch 16, feature + adversarial + image loss with
+// BenchmarkTrain measures training throughput of the default
+// configurations (64 px, batch 16, feature + adversarial + image loss with
 // the shipped comparator), data pipeline included.
 func BenchmarkTrain(b *testing.B) {
-	cfg := Defaults()
-	step := trainer(b, cfg)
-	for range 3 { // warm-up
-		step()
+	resize := Defaults()
+	resize.Upsample = UpsampleResize
+	for _, bc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"autoencoder", Defaults()},
+		{"vae", DefaultsFor(TaskVAE)},
+		{"autoencoder-resize", resize},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			step := trainer(b, bc.cfg)
+			for range 3 { // warm-up
+				step()
+			}
+			const steps = 30
+			start := time.Now()
+			for range steps * b.N {
+				step()
+			}
+			b.ReportMetric(float64(steps*b.N*bc.cfg.Batch)/time.Since(start).Seconds(), "images/s")
+		})
 	}
-	const steps = 30
-	start := time.Now()
-	for range steps * b.N {
-		step()
-	}
-	b.ReportMetric(float64(steps*b.N*cfg.Batch)/time.Since(start).Seconds(), "images/s")
 }
 
 // BenchmarkMemoryFlat trains the default configuration (at batch 4, to keep
