@@ -583,8 +583,9 @@ char* ds_model_evaluate(ds_model* m, const float* x_data, const int64_t* labels,
 
 namespace {
 
-// The encoder's downsampling factor; image sides must be multiples of it.
-int64_t check_inference(ds_model* m, int64_t h, int64_t w) {
+// Puts E and G in eval mode after checking that the run has them and that
+// h and w are multiples of the encoder's downsampling factor.
+void prepare_inference(ds_model* m, int64_t h, int64_t w) {
   if (!generative(*m))
     throw std::invalid_argument("this run has no decoder to reconstruct with");
   const int64_t f = int64_t{1} << deepsim::stages_for(m->cfg.size);
@@ -593,7 +594,6 @@ int64_t check_inference(ds_model* m, int64_t h, int64_t w) {
                                 " is not a multiple of " + std::to_string(f));
   m->enc->eval();
   m->gen->eval();
-  return f;
 }
 
 void copy_out(const torch::Tensor& t, float* out) {
@@ -607,7 +607,7 @@ void copy_out(const torch::Tensor& t, float* out) {
 char* ds_model_reconstruct(ds_model* m, const float* x_data, int64_t n,
                            int64_t h, int64_t w, float* out) {
   return guarded([&] {
-    check_inference(m, h, w);
+    prepare_inference(m, h, w);
     torch::NoGradGuard no_grad;
     auto code = encode(*m, input_tensor(x_data, n, h, w, m->device)).first;
     copy_out(m->gen->forward(code).clamp(-1, 1), out);
@@ -617,7 +617,7 @@ char* ds_model_reconstruct(ds_model* m, const float* x_data, int64_t n,
 char* ds_model_encode(ds_model* m, const float* x_data, int64_t n, int64_t h,
                       int64_t w, float* out) {
   return guarded([&] {
-    check_inference(m, h, w);
+    prepare_inference(m, h, w);
     torch::NoGradGuard no_grad;
     copy_out(encode(*m, input_tensor(x_data, n, h, w, m->device)).first, out);
   });
@@ -626,7 +626,7 @@ char* ds_model_encode(ds_model* m, const float* x_data, int64_t n, int64_t h,
 char* ds_model_decode(ds_model* m, const float* z_data, int64_t n, int64_t zh,
                       int64_t zw, float* out) {
   return guarded([&] {
-    check_inference(m, 0, 0);
+    prepare_inference(m, 0, 0);  // decode takes codes, not images
     if (n < 1 || zh < 1 || zw < 1) throw std::invalid_argument("decode: empty code");
     torch::NoGradGuard no_grad;
     auto z = torch::from_blob(const_cast<float*>(z_data),
