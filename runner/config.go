@@ -185,6 +185,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--upsample %q: have %s, %s", c.Upsample, UpsampleResize, UpsampleDeconv)
 	case c.KLWeight < 0 || c.KLWarmup < 0:
 		return errors.New("--kl-weight and --kl-warmup must not be negative")
+	case c.Task != TaskVAE && c.KLWeight > 0:
+		return errors.New("--kl-weight is for --task vae: an autoencoder has no KL term")
 	case len(c.Data) == 0:
 		return errors.New("no --data folder given")
 	case c.Size < 16 || c.Size%8 != 0 || f&(f-1) != 0:

@@ -60,6 +60,11 @@ func TestValidate(t *testing.T) {
 		{"all weights zero", func(c *Config) { c.LambdaFeat, c.LambdaAdv, c.LambdaImg = 0, 0, 0 }, "nothing to train"},
 		{"negative weight", func(c *Config) { c.LambdaAdv = -1 }, "negative"},
 		{"zero batch", func(c *Config) { c.Batch = 0 }, "--batch"},
+		{"vae", func(c *Config) { c.Task, c.KLWeight, c.KLWarmup = TaskVAE, 1e-3, 500 }, ""},
+		{"kl weight on an autoencoder", func(c *Config) { c.KLWeight = 1e-3 }, "--task vae"},
+		{"negative kl warm-up", func(c *Config) { c.Task, c.KLWarmup = TaskVAE, -1 }, "negative"},
+		{"unknown upsampling", func(c *Config) { c.Upsample = "bilinear" }, "--upsample"},
+		{"zero latent", func(c *Config) { c.CodeChannels = 0 }, "--latent"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
