@@ -37,6 +37,19 @@ func parseStateDict(code []byte) ([]Entry, error) {
 		pos += n
 		return b, nil
 	}
+	// readUint reads an n-byte little-endian unsigned integer: pickle's memo
+	// indices, string lengths and small ints all come this way.
+	readUint := func(n int) (int, error) {
+		b, err := need(n)
+		if err != nil {
+			return 0, err
+		}
+		v := 0
+		for i := n - 1; i >= 0; i-- {
+			v = v<<8 | int(b[i])
+		}
+		return v, nil
+	}
 	pop := func() (any, error) {
 		if len(stack) == 0 {
 			return nil, errors.New("pickle stack underflow")
@@ -89,13 +102,9 @@ func parseStateDict(code []byte) ([]Entry, error) {
 			if op[0] == 'r' || op[0] == 'j' {
 				n = 4
 			}
-			b, err := need(n)
+			idx, err := readUint(n)
 			if err != nil {
 				return nil, err
-			}
-			idx := int(b[0])
-			if n == 4 {
-				idx = int(binary.LittleEndian.Uint32(b))
 			}
 			if op[0] == 'q' || op[0] == 'r' {
 				if len(stack) == 0 {
@@ -126,13 +135,9 @@ func parseStateDict(code []byte) ([]Entry, error) {
 			if op[0] == 'X' {
 				n = 4
 			}
-			b, err := need(n)
+			l, err := readUint(n)
 			if err != nil {
 				return nil, err
-			}
-			l := int(b[0])
-			if n == 4 {
-				l = int(binary.LittleEndian.Uint32(b))
 			}
 			s, err := need(l)
 			if err != nil {
@@ -141,18 +146,12 @@ func parseStateDict(code []byte) ([]Entry, error) {
 			stack = append(stack, string(s))
 		case 'K', 'M', 'J': // BININT1, BININT2, BININT
 			n := map[byte]int{'K': 1, 'M': 2, 'J': 4}[op[0]]
-			b, err := need(n)
+			v, err := readUint(n)
 			if err != nil {
 				return nil, err
 			}
-			var v int
-			switch n {
-			case 1:
-				v = int(b[0])
-			case 2:
-				v = int(binary.LittleEndian.Uint16(b))
-			default:
-				v = int(int32(binary.LittleEndian.Uint32(b)))
+			if n == 4 {
+				v = int(int32(uint32(v))) // BININT is signed
 			}
 			stack = append(stack, v)
 		case 0x8a: // LONG1
