@@ -90,7 +90,7 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		return nil, err
 	}
 	x := fixedCrops(set, cfg, opt.N, opt.Seed).Data
-	y, err := inChunks(x, opt.N, cfg.Size, func(part []float32, n int) ([]float32, error) {
+	y, err := inChunks(x, opt.N, 3*cfg.Size*cfg.Size, func(part []float32, n int) ([]float32, error) {
 		return model.Reconstruct(part, n, cfg.Size, cfg.Size)
 	})
 	if err != nil {
@@ -122,14 +122,14 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	return res, nil
 }
 
-// inChunks applies f to n images of side size, 32 at a time.
-func inChunks(x []float32, n, size int, f func([]float32, int) ([]float32, error)) ([]float32, error) {
+// inChunks applies f to n items of x (images or codes, per values each),
+// 32 at a time.
+func inChunks(x []float32, n, per int, f func([]float32, int) ([]float32, error)) ([]float32, error) {
 	const chunk = 32
-	plane := 3 * size * size
 	var out []float32
 	for i := 0; i < n; i += chunk {
 		k := min(chunk, n-i)
-		part, err := f(x[i*plane:(i+k)*plane], k)
+		part, err := f(x[i*per:(i+k)*per], k)
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +142,7 @@ func inChunks(x []float32, n, size int, f func([]float32, int) ([]float32, error
 // of values per image.
 func features(c *graphs.Comparator, x []float32, n, size int) ([]float32, int, error) {
 	var per int
-	f, err := inChunks(x, n, size, func(part []float32, k int) ([]float32, error) {
+	f, err := inChunks(x, n, 3*size*size, func(part []float32, k int) ([]float32, error) {
 		out, shape, err := c.Features(part, k, size, size)
 		per = shape[1] * shape[2] * shape[3]
 		return out, err

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -101,8 +102,8 @@ func (r *reporter) snapshot(model *graphs.Model, step int64) error {
 	}
 	if r.cfg.Task == TaskVAE {
 		// The same latents at every step, so rows compare like with like.
-		z := priorLatents(reportCrops*r.cfg.CodeChannels*8*8, uint64(r.cfg.Seed))
-		s, err := model.Decode(z, reportCrops, 8, 8)
+		z := priorLatents(model, size, reportCrops, uint64(r.cfg.Seed))
+		s, err := decodeLatents(context.Background(), model, size, z, reportCrops)
 		if err != nil {
 			return fmt.Errorf("report samples: %w", err)
 		}

@@ -83,9 +83,9 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 			return nil, fmt.Errorf("--n %d: draw at least one sample", opt.N)
 		}
 		n = opt.N
-		z = priorLatents(n*cfg.CodeChannels*8*8, opt.Seed)
+		z = priorLatents(model, cfg.Size, n, opt.Seed)
 	}
-	y, err := decodeChunks(ctx, model, z, n)
+	y, err := decodeLatents(ctx, model, cfg.Size, z, n)
 	if err != nil {
 		return nil, err
 	}
@@ -103,11 +103,12 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 	return res, err
 }
 
-// priorLatents draws n values from N(0, 1) with a generator of the seed's
-// own, so a seed always gives the same latents.
-func priorLatents(n int, seed uint64) []float32 {
+// priorLatents draws n training-size codes from N(0, I) with a generator of
+// the seed's own, so a seed always gives the same latents.
+func priorLatents(model *graphs.Model, size, n int, seed uint64) []float32 {
+	c, zh, zw := model.CodeShape(size, size)
 	rng := rand.New(rand.NewPCG(seed, 0x5a3e))
-	z := make([]float32, n)
+	z := make([]float32, n*c*zh*zw)
 	for i := range z {
 		z[i] = float32(rng.NormFloat64())
 	}
@@ -145,23 +146,15 @@ func interpolate(model *graphs.Model, size int, files []string, steps int) ([]fl
 	return z, nil
 }
 
-// decodeChunks decodes n training-size latents, 32 at a time.
-func decodeChunks(ctx context.Context, model *graphs.Model, z []float32, n int) ([]float32, error) {
-	const chunk = 32
-	per := len(z) / n
-	var out []float32
-	for i := 0; i < n; i += chunk {
+// decodeLatents decodes n training-size codes into images.
+func decodeLatents(ctx context.Context, model *graphs.Model, size int, z []float32, n int) ([]float32, error) {
+	c, zh, zw := model.CodeShape(size, size)
+	return inChunks(z, n, c*zh*zw, func(part []float32, k int) ([]float32, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		k := min(chunk, n-i)
-		y, err := model.Decode(z[i*per:(i+k)*per], k, 8, 8)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, y...)
-	}
-	return out, nil
+		return model.Decode(part, k, zh, zw)
+	})
 }
 
 // writeImages writes n images either as one sheet (out ends in .png: a
