@@ -23,7 +23,28 @@ type ComparatorSpec struct {
 	Weights     string
 	WeightsData []byte
 	Seed        int64
-	InputSize   int // the side the comparator resizes its input to
+	// InputSize is the side the comparator resizes its input to: InputOwn
+	// for the architecture's own, InputNative for none.
+	InputSize int
+}
+
+// Special values of ComparatorSpec.InputSize.
+const (
+	InputOwn    = C.DS_INPUT_OWN
+	InputNative = C.DS_INPUT_NATIVE
+)
+
+// ArchInputSize is the input side an architecture's weights were trained
+// at; the error for an unknown one lists the known architectures.
+func ArchInputSize(arch string) (int, error) {
+	ca := C.CString(arch)
+	defer C.free(unsafe.Pointer(ca))
+	var size C.int32_t
+	if msg := C.ds_arch_input_size(ca, &size); msg != nil {
+		defer C.ds_free(unsafe.Pointer(msg))
+		return 0, errors.New(C.GoString(msg))
+	}
+	return int(size), nil
 }
 
 // Comparator is a fixed network whose features define perceptual

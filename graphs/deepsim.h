@@ -17,13 +17,18 @@ typedef struct ds_comparator ds_comparator;
 
 /* ---- comparators ---- */
 
-/* arch: "alexnet", "vgg16", "exemplar" or "torchscript".
- * layer: a layer name of arch; for torchscript a submodule name or "".
- * weights: a state dict file (torch.save format) or, for torchscript, the
- * module file; weights_data/weights_len: a state dict in memory instead.
- * With neither, random weights from seed (not for torchscript).
- * input_size: the side the comparator resizes its input to; 0 keeps the
- * input's own size. */
+/* input_size: the side a comparator resizes its input to. */
+enum {
+  DS_INPUT_OWN = 0,     /* the architecture's own input size */
+  DS_INPUT_NATIVE = -1  /* no resizing: the input's own size */
+};
+
+/* arch: a registered architecture ("alexnet", "vgg16", "exemplar") or
+ * "torchscript". layer: a layer name of arch; for torchscript a submodule
+ * name or "". weights: a state dict file (torch.save format) or, for
+ * torchscript, the module file; weights_data/weights_len: a state dict in
+ * memory instead. With neither, random weights from seed (not for
+ * torchscript). input_size: > 0, or DS_INPUT_OWN or DS_INPUT_NATIVE. */
 typedef struct {
   const char *arch;
   const char *layer;
@@ -33,6 +38,10 @@ typedef struct {
   int64_t seed;
   int32_t input_size;
 } ds_comparator_spec;
+
+/* The input side an architecture's weights were trained at; an error names
+ * the known architectures. */
+char *ds_arch_input_size(const char *arch, int32_t *size);
 
 char *ds_comparator_new(const ds_comparator_spec *spec, ds_comparator **out);
 void ds_comparator_free(ds_comparator *c);
@@ -60,6 +69,15 @@ enum ds_task { DS_TASK_AUTOENCODER = 0, DS_TASK_COMPARATOR = 1, DS_TASK_VAE = 2 
 /* How the generator doubles its resolution. */
 enum ds_upsample { DS_UPSAMPLE_DECONV = 0, DS_UPSAMPLE_RESIZE = 1 };
 
+enum { DS_MAX_TERMS = 8, DS_NAME_LEN = 24 };
+
+/* A loss weight by the name the step looks it up under ("feat", "adv",
+ * "img"); a weight the config does not name is 0. */
+typedef struct {
+  char name[DS_NAME_LEN];
+  double value;
+} ds_weight;
+
 /* Everything needed to build the networks and their optimizers. */
 typedef struct {
   int32_t task;
@@ -67,9 +85,8 @@ typedef struct {
   int32_t code_channels; /* channels of the 8 x 8 code; for the VAE, of the latent */
   int32_t upsample;      /* enum ds_upsample */
   int32_t classes;       /* surrogate classes (comparator task) */
-  double lambda_feat;
-  double lambda_adv;
-  double lambda_img;
+  int32_t n_weights;
+  ds_weight weights[DS_MAX_TERMS];
   double lr;
   double beta1;
   double beta2;
@@ -77,35 +94,41 @@ typedef struct {
   int64_t seed;
 } ds_config;
 
-/* One training step's losses, before weighting, plus the balancing state
- * that was in force for the step. For the comparator task loss_img holds
- * the cross-entropy and accuracy the batch accuracy. kl (VAE) is the KL
- * divergence of the posterior from N(0, I) in nats per image. */
+/* One training step's input. x: n*3*size*size floats, NCHW, pixels in
+ * [-1,1]. labels: n class indices for the comparator task, NULL otherwise.
+ * kl_weight weighs the VAE's KL term on this step (the caller owns its
+ * warm-up schedule). */
 typedef struct {
-  double loss_feat;
-  double loss_adv;
-  double loss_img;
-  double loss_discr;
-  double kl;
-  double accuracy;
+  const float *x;
+  const int64_t *labels;
+  int64_t n;
+  double kl_weight;
+} ds_step_input;
+
+/* What a step measured: values[i] is the term named by ds_model_terms()[i]
+ * (losses before weighting, accuracies), plus whether the balancing rule
+ * let G and D learn on the step. */
+typedef struct {
+  double values[DS_MAX_TERMS];
   int32_t updated_g;
   int32_t updated_d;
-} ds_losses;
+} ds_step_log;
 
 /* comp is shared with the caller, who may free its handle at any time; it
- * may be NULL when lambda_feat is 0 or for the comparator task. */
+ * may be NULL when the feature loss is off or for the comparator task. */
 char *ds_model_new(const ds_config *cfg, ds_comparator *comp, ds_model **out);
 void ds_model_free(ds_model *m);
 
-/* x: n*3*size*size floats, NCHW, pixels in [-1,1]. labels: n class indices
- * for the comparator task, NULL otherwise. kl_weight weighs the VAE's KL
- * term on this step (the caller owns its warm-up schedule). */
-char *ds_model_train_step(ds_model *m, const float *x, const int64_t *labels,
-                          int64_t n, double kl_weight, ds_losses *out);
+/* The names of the terms the model's step logs, in order: static strings
+ * owned by the engine. */
+const char *const *ds_model_terms(ds_model *m, int32_t *n);
 
-/* Comparator task: loss and accuracy on a batch, in eval mode. */
-char *ds_model_evaluate(ds_model *m, const float *x, const int64_t *labels,
-                        int64_t n, ds_losses *out);
+char *ds_model_train_step(ds_model *m, const ds_step_input *in,
+                          ds_step_log *out);
+
+/* Comparator task: the step's terms on a batch, in eval mode. */
+char *ds_model_evaluate(ds_model *m, const ds_step_input *in,
+                        ds_step_log *out);
 
 /* x and out: n*3*h*w floats in [-1,1]; h and w must be multiples of the
  * encoder's downsampling factor. Runs in eval mode without autograd. */

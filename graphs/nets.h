@@ -1,4 +1,6 @@
-// The DeePSiM networks, written with libtorch's C++ frontend.
+// The networks, written with libtorch's C++ frontend: the DeePSiM encoder,
+// generator and discriminator, and the comparator architectures (torchvision's
+// AlexNet and VGG16, the project's Exemplar-CNN).
 //
 // Conventions from the paper: leaky ReLU with slope 0.3, MSRA (He)
 // initialisation, no batch norm, linear output layers. Up-sampling is the
@@ -7,10 +9,8 @@
 // the periodic checkerboard artifacts of the former (Odena et al., 2016).
 #pragma once
 
-#include <torch/script.h>
 #include <torch/torch.h>
 
-#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -154,15 +154,6 @@ struct DiscriminatorImpl : nn::Module {
 };
 TORCH_MODULE(Discriminator);
 
-// The comparator C: a fixed network whose features define similarity. It
-// owns its input normalisation and size, so callers pass [-1,1] pixels.
-class Comparator {
- public:
-  virtual ~Comparator() = default;
-  virtual torch::Tensor features(const torch::Tensor& x) = 0;
-  virtual void to(torch::Device d) = 0;
-};
-
 // A feature network in torchvision's layout (features, avgpool, classifier)
 // and the chain of its modules that ends at the chosen layer.
 struct FeatureNetImpl : nn::Module {
@@ -248,140 +239,5 @@ inline FeatureNet exemplar(int64_t classes) {
       nn::Sequential(nn::Linear(256, 512), nn::ReLU(), nn::Dropout(0.5),
                      nn::Linear(512, classes)));
 }
-
-// Where each named layer ends: {feature modules, classifier modules}.
-struct Cut {
-  size_t nf, nc;
-};
-
-inline Cut layer_cut(const std::string& arch, const std::string& layer) {
-  if (arch == "alexnet") {
-    static const std::map<std::string, Cut> cuts = {
-        {"conv1", {3, 0}}, {"conv2", {6, 0}}, {"conv3", {8, 0}},
-        {"conv4", {10, 0}}, {"conv5", {13, 0}}, {"fc6", {13, 3}},
-        {"fc7", {13, 6}}, {"fc8", {13, 7}}};
-    auto it = cuts.find(layer);
-    if (it != cuts.end()) return it->second;
-  } else if (arch == "vgg16") {
-    // convB_L after its ReLU, poolB after the pooling, fc6..fc8.
-    const int per_block[] = {2, 2, 3, 3, 3};
-    size_t idx = 0;
-    for (int b = 0; b < 5; b++) {
-      for (int l = 0; l < per_block[b]; l++) {
-        idx += 2;
-        if (layer == "conv" + std::to_string(b + 1) + "_" + std::to_string(l + 1))
-          return {idx, 0};
-      }
-      idx += 1;
-      if (layer == "pool" + std::to_string(b + 1)) return {idx, 0};
-    }
-    if (layer == "fc6") return {31, 2};
-    if (layer == "fc7") return {31, 5};
-    if (layer == "fc8") return {31, 7};
-  } else if (arch == "exemplar") {
-    static const std::map<std::string, Cut> cuts = {
-        {"conv1", {3, 0}}, {"conv2", {6, 0}}, {"conv3", {9, 0}}, {"conv4", {11, 0}}};
-    auto it = cuts.find(layer);
-    if (it != cuts.end()) return it->second;
-  }
-  throw std::invalid_argument("unknown layer \"" + layer + "\" for " + arch);
-}
-
-// Resizes to size x size; size 0 keeps the input as it is.
-inline torch::Tensor resize_to(const torch::Tensor& x, int64_t size) {
-  if (size == 0 || (x.size(2) == size && x.size(3) == size)) return x;
-  return torch::nn::functional::interpolate(
-      x, torch::nn::functional::InterpolateFuncOptions()
-             .size(std::vector<int64_t>{size, size})
-             .mode(torch::kBilinear)
-             .align_corners(false));
-}
-
-// A torchvision-style or Exemplar-CNN comparator. ImageNet networks see
-// ImageNet-normalised RGB; the Exemplar-CNN sees [-1,1] as it was trained.
-class NetComparator : public Comparator {
- public:
-  NetComparator(FeatureNet net, Cut cut, int64_t input_size, bool imagenet)
-      : net_(std::move(net)), size_(input_size), imagenet_(imagenet) {
-    net_->cut(cut.nf, cut.nc);
-    net_->eval();
-    for (auto& p : net_->parameters()) p.requires_grad_(false);
-    mean_ = torch::tensor({0.485, 0.456, 0.406}).view({1, 3, 1, 1});
-    std_ = torch::tensor({0.229, 0.224, 0.225}).view({1, 3, 1, 1});
-  }
-
-  torch::Tensor features(const torch::Tensor& x) override {
-    auto h = resize_to(x, size_);
-    if (imagenet_) h = ((h + 1) / 2 - mean_) / std_;
-    return net_->forward(h);
-  }
-
-  void to(torch::Device d) override {
-    net_->to(d);
-    mean_ = mean_.to(d);
-    std_ = std_.to(d);
-  }
-
- private:
-  FeatureNet net_;
-  int64_t size_;
-  bool imagenet_;
-  torch::Tensor mean_, std_;
-};
-
-// He initialisation for ReLU networks: random comparators keep the scale
-// of their features through the layers.
-inline void random_init(nn::Module& m) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : m.parameters()) {
-    if (p.dim() >= 2)
-      nn::init::kaiming_normal_(p, 0.0, torch::kFanIn, torch::kReLU);
-    else
-      p.zero_();
-  }
-}
-
-// A TorchScript module brought by the user: its forward, or the forward of
-// a named submodule, gives the features. It sees ImageNet-normalised RGB at
-// input_size, the convention of torchvision models.
-class ScriptComparator : public Comparator {
- public:
-  ScriptComparator(const std::string& path, std::string submodule,
-                   int64_t input_size)
-      : mod_(torch::jit::load(path)),
-        sub_(std::move(submodule)),
-        size_(input_size) {
-    if (!sub_.empty() && !mod_.hasattr(sub_))
-      throw std::invalid_argument("TorchScript module " + path +
-                                  " has no submodule \"" + sub_ + "\"");
-    mod_.eval();
-    for (auto p : mod_.parameters()) p.requires_grad_(false);
-    mean_ = torch::tensor({0.485, 0.456, 0.406}).view({1, 3, 1, 1});
-    std_ = torch::tensor({0.229, 0.224, 0.225}).view({1, 3, 1, 1});
-  }
-
-  torch::Tensor features(const torch::Tensor& x) override {
-    auto h = ((resize_to(x, size_) + 1) / 2 - mean_) / std_;
-    auto m = sub_.empty() ? mod_ : mod_.attr(sub_).toModule();
-    torch::IValue out = m.forward({h});
-    if (out.isTuple()) out = out.toTupleRef().elements().at(0);
-    if (out.isList()) out = out.toListRef().at(0);
-    if (!out.isTensor())
-      throw std::runtime_error("TorchScript comparator did not return a tensor");
-    return out.toTensor();
-  }
-
-  void to(torch::Device d) override {
-    mod_.to(d);
-    mean_ = mean_.to(d);
-    std_ = std_.to(d);
-  }
-
- private:
-  torch::jit::script::Module mod_;
-  std::string sub_;
-  int64_t size_;
-  torch::Tensor mean_, std_;
-};
 
 }  // namespace deepsim

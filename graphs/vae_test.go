@@ -9,7 +9,7 @@ import (
 func vaeConfig() Config {
 	cfg := testConfig()
 	cfg.Task, cfg.CodeChannels, cfg.Upsample = VAE, 4, Resize
-	cfg.LambdaAdv = 0 // no dropout: steps are deterministic given the noise
+	cfg.Weights["adv"] = 0 // no dropout: steps are deterministic given the noise
 	return cfg
 }
 
@@ -20,8 +20,8 @@ func TestVAEStepLogsPositiveKL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !(l.KL > 0) || math.IsInf(l.KL, 0) {
-			t.Fatalf("kl weight %g: KL = %v, want finite and positive", w, l.KL)
+		if !(l.Get("kl") > 0) || math.IsInf(l.Get("kl"), 0) {
+			t.Fatalf("kl weight %g: KL = %v, want finite and positive", w, l.Get("kl"))
 		}
 	}
 	ae := newModel(t, testConfig())
@@ -29,8 +29,8 @@ func TestVAEStepLogsPositiveKL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.KL != 0 {
-		t.Fatalf("autoencoder KL = %v, want 0", l.KL)
+	if l.Get("kl") != 0 {
+		t.Fatalf("autoencoder KL = %v, want 0", l.Get("kl"))
 	}
 }
 
@@ -45,7 +45,7 @@ func TestKLWeightShrinksKL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			last[w] = l.KL
+			last[w] = l.Get("kl")
 		}
 	}
 	if !(last[0.05] < 0.5*last[0]) {
@@ -111,7 +111,7 @@ func TestVAEResumeDrawsSameNoise(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kl[i] = l.Feat + l.Img + l.KL
+		kl[i] = l.Get("loss_feat") + l.Get("loss_img") + l.Get("kl")
 	}
 	if kl[0] != kl[1] {
 		t.Fatalf("next step after load: losses %v vs %v", kl[1], kl[0])
@@ -122,20 +122,20 @@ func TestUpsampleKinds(t *testing.T) {
 	counts := map[Upsample]int64{}
 	for _, up := range []Upsample{Deconv, Resize} {
 		cfg := testConfig()
-		cfg.Upsample, cfg.LambdaAdv = up, 0
+		cfg.Upsample, cfg.Weights["adv"] = up, 0
 		m := newModel(t, cfg)
 		first, err := m.TrainStep(Step{Batch: smoothBatch(4, 32), N: 4})
 		if err != nil {
 			t.Fatal(err)
 		}
-		var last Losses
+		var last StepLog
 		for range 15 {
 			if last, err = m.TrainStep(Step{Batch: smoothBatch(4, 32), N: 4}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if !(last.Img < first.Img) {
-			t.Errorf("upsample %d: pixel loss %v -> %v, not learning", up, first.Img, last.Img)
+		if !(last.Get("loss_img") < first.Get("loss_img")) {
+			t.Errorf("upsample %d: pixel loss %v -> %v, not learning", up, first.Get("loss_img"), last.Get("loss_img"))
 		}
 		counts[up] = m.NumParams()
 	}

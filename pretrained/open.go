@@ -60,7 +60,7 @@ func Resolve(spec Spec, store Store) (Spec, error) {
 
 // NativeSize asks Open for a comparator that takes images at their own
 // size instead of resizing them.
-const NativeSize = -1
+const NativeSize = graphs.InputNative
 
 // Open builds the comparator a spec names. inputSize 0 means the
 // architecture's own input size, NativeSize no resizing.
@@ -69,11 +69,8 @@ func Open(spec Spec, store Store, inputSize int) (*graphs.Comparator, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case inputSize == NativeSize:
-		inputSize = 0
-	case inputSize <= 0:
-		inputSize = inputSizes[spec.Arch]
+	if inputSize < 0 && inputSize != NativeSize {
+		inputSize = graphs.InputOwn
 	}
 	gs := graphs.ComparatorSpec{Arch: spec.Arch, Layer: spec.Layer, Seed: RandomSeed, InputSize: inputSize}
 	switch {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/deepsim/deepsim/graphs"
 )
 
 // Spec is a parsed comparator spec.
@@ -23,10 +25,6 @@ type Spec struct {
 	// Script is the TorchScript file for Arch "torchscript".
 	Script string
 }
-
-// Architectures and their default input sides: each comparator resizes
-// its input to the size its weights were trained at.
-var inputSizes = map[string]int{"alexnet": 224, "vgg16": 224, "exemplar": 64, "torchscript": 224}
 
 // Shipped is the name of the comparator that ships with the project.
 const Shipped = "exemplar"
@@ -47,8 +45,11 @@ func Parse(spec string) (Spec, error) {
 		return Spec{}, fmt.Errorf("comparator %q names no layer: write NAME:LAYER, e.g. alexnet:conv5", spec)
 	}
 	if arch, ok := strings.CutSuffix(name, "-random"); ok {
-		if _, known := inputSizes[arch]; !known || arch == "torchscript" {
-			return Spec{}, fmt.Errorf("comparator %q: no architecture %q (have alexnet, vgg16, exemplar)", spec, arch)
+		if arch == "torchscript" {
+			return Spec{}, fmt.Errorf("comparator %q: a TorchScript comparator is a file, not random weights", spec)
+		}
+		if _, err := graphs.ArchInputSize(arch); err != nil {
+			return Spec{}, fmt.Errorf("comparator %q: %w", spec, err)
 		}
 		return Spec{Name: name, Arch: arch, Layer: layer, Random: true}, nil
 	}

@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"image"
-	"image/color"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/disintegration/imaging"
 
 	"github.com/deepsim/deepsim/internal/atomicfile"
 	"github.com/deepsim/deepsim/pretrained"
@@ -126,7 +123,7 @@ func ablationSheet(ctx context.Context, opt AblateOptions, log *slog.Logger) (*i
 	}
 	size := opt.Base.Size
 	crops := fixedCrops(set, opt.Base, reportCrops, 1)
-	rows := []*image.NRGBA{strip(crops.Data, crops.N, size)}
+	rows := [][]*image.NRGBA{images(crops.Data, crops.N, size)}
 	for _, c := range Combinations {
 		model, _, err := OpenModel(filepath.Join(opt.Out, c.Slug))
 		if err != nil {
@@ -137,12 +134,7 @@ func ablationSheet(ctx context.Context, opt AblateOptions, log *slog.Logger) (*i
 		if err != nil {
 			return nil, err
 		}
-		rows = append(rows, strip(y, crops.N, size))
+		rows = append(rows, images(y, crops.N, size))
 	}
-	w := rows[0].Bounds().Dx()
-	sheet := imaging.New(w, len(rows)*(size+2), color.NRGBA{32, 32, 32, 255})
-	for i, r := range rows {
-		sheet = imaging.Paste(sheet, r, image.Pt(0, i*(size+2)))
-	}
-	return sheet, nil
+	return mosaic(rows, 2, 0), nil
 }

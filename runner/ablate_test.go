@@ -47,7 +47,8 @@ func TestAblateWritesTableAndSheet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := sheet.Bounds(); b.Dx() != reportCrops*(base.Size+2) || b.Dy() != (1+len(Combinations))*(base.Size+2) {
+	nrows := 1 + len(Combinations)
+	if b := sheet.Bounds(); b.Dx() != reportCrops*(base.Size+2)-2 || b.Dy() != nrows*(base.Size+2)-2 {
 		t.Fatalf("sheet is %v", b)
 	}
 }

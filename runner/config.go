@@ -1,17 +1,19 @@
-// Package runner holds the training loops, checkpoints, metrics and the
-// commands that use a trained run (reconstruct).
+// Package runner holds the training loop and the tasks it runs, run folders
+// (configuration, checkpoints, metrics, reports) and the commands that use
+// a trained run: reconstruct, sample, eval, similarity and ablate.
 package runner
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/deepsim/deepsim/internal/atomicfile"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/internal/atomicfile"
 )
 
 // Config is every hyperparameter of a run, kept in one place. It is written
@@ -76,13 +78,6 @@ type Config struct {
 	CheckpointEvery int64 `json:"checkpoint_every"`
 }
 
-// Task names.
-const (
-	TaskAutoencoder = "autoencoder"
-	TaskVAE         = "vae"
-	TaskComparator  = "comparator"
-)
-
 // Upsampling kinds of the generator.
 const (
 	UpsampleResize = "resize"
@@ -94,7 +89,8 @@ const (
 const DefaultComparator = "exemplar:conv2"
 
 // Defaults is the reference configuration: the paper's optimiser and the
-// loss weights of a run that trained stably on these machines (PAPER.md).
+// loss weights of a reference run that trained stably at 64 px (README,
+// "The model and the loss").
 func Defaults() Config {
 	return Config{
 		Task:            TaskAutoencoder,
@@ -121,27 +117,16 @@ func Defaults() Config {
 	}
 }
 
-// DefaultsFor is Defaults adjusted for a task: the comparator task trains
-// a classifier, which wants a larger batch and learning rate and no
-// generator losses.
-func DefaultsFor(task string) Config {
+// DefaultsFor is Defaults adjusted for a task (an unknown task keeps
+// Defaults, and Validate names it).
+func DefaultsFor(name string) Config {
 	c := Defaults()
-	c.Task = task
-	if task == TaskComparator {
-		c.Batch, c.Steps, c.LR, c.WeightDecay = 64, 1500, 1e-3, 5e-4
-		c.Classes, c.HeldoutPerClass, c.EvalEvery = 100, 4, 100
-		c.Comparator = ""
-		c.LambdaFeat, c.LambdaAdv, c.LambdaImg = 0, 0, 0
-	}
-	if task == TaskVAE {
-		c.KLWeight, c.KLWarmup = DefaultKLWeight, 500
+	c.Task = name
+	if t, err := taskNamed(name); err == nil {
+		t.defaults(&c)
 	}
 	return c
 }
-
-// DefaultKLWeight weighs the KL (nats per image) against the mean-reduced
-// reconstruction terms.
-const DefaultKLWeight = 1e-3
 
 // KLWeightAt is the KL weight in force at a step (counted from 1).
 func (c Config) KLWeightAt(step int64) float64 {
@@ -160,71 +145,39 @@ func (c Config) ComparatorSpec() string {
 	return c.Comparator
 }
 
-// Validate reports the first setting that cannot work.
+// Validate reports the first setting that cannot work: first those every
+// task shares, then the task's own.
 func (c Config) Validate() error {
-	f := c.Size / 8
-	if c.Task == TaskComparator {
-		switch {
-		case len(c.Data) == 0:
-			return errors.New("no --data folder given")
-		case c.Size != 64:
-			return fmt.Errorf("--size %d: the Exemplar-CNN comparator trains on 64 px patches", c.Size)
-		case c.Classes < 2:
-			return fmt.Errorf("--classes %d: need at least 2 surrogate classes", c.Classes)
-		case c.Batch < 1 || c.Steps < 1 || c.LR <= 0:
-			return errors.New("--batch, --steps and --lr must be positive")
-		case c.HeldoutPerClass < 1 || c.EvalEvery < 1 || c.LogEvery < 1 || c.CheckpointEvery < 1:
-			return errors.New("held-out size and intervals must be at least 1")
-		}
-		return nil
+	t, err := taskNamed(c.Task)
+	if err != nil {
+		return err
 	}
 	switch {
-	case c.Task != TaskAutoencoder && c.Task != TaskVAE:
-		return fmt.Errorf("task %q is not available (have: %s, %s, %s)", c.Task, TaskAutoencoder, TaskVAE, TaskComparator)
-	case c.Upsample != UpsampleResize && c.Upsample != UpsampleDeconv:
-		return fmt.Errorf("--upsample %q: have %s, %s", c.Upsample, UpsampleResize, UpsampleDeconv)
-	case c.KLWeight < 0 || c.KLWarmup < 0:
-		return errors.New("--kl-weight and --kl-warmup must not be negative")
-	case c.Task != TaskVAE && c.KLWeight > 0:
-		return errors.New("--kl-weight is for --task vae: an autoencoder has no KL term")
 	case len(c.Data) == 0:
 		return errors.New("no --data folder given")
-	case c.Size < 16 || c.Size%8 != 0 || f&(f-1) != 0:
-		return fmt.Errorf("--size %d: must be 8 times a power of two (16, 32, 64, 128, 256)", c.Size)
-	case c.CodeChannels < 1:
-		return fmt.Errorf("--latent %d: must be at least 1 channel", c.CodeChannels)
 	case c.Batch < 1:
 		return fmt.Errorf("--batch %d: must be at least 1", c.Batch)
 	case c.Steps < 1:
 		return fmt.Errorf("--steps %d: must be at least 1", c.Steps)
-	case c.LambdaFeat > 0 && c.Comparator == "":
-		return errors.New("the feature loss needs a --comparator")
-	case c.ComparatorSize != 0 && c.ComparatorSize < 16:
-		return fmt.Errorf("comparator size %d: too small", c.ComparatorSize)
-	case c.LambdaFeat < 0 || c.LambdaAdv < 0 || c.LambdaImg < 0:
-		return errors.New("loss weights must not be negative")
-	case c.LambdaFeat == 0 && c.LambdaAdv == 0 && c.LambdaImg == 0:
-		return errors.New("all loss weights are 0: nothing to train")
 	case c.LR <= 0:
 		return fmt.Errorf("learning rate %g: must be positive", c.LR)
-	case c.MinScale <= 0 || c.MinScale > 1:
-		return fmt.Errorf("min scale %g: must be in (0,1]", c.MinScale)
-	case c.MaxSide < c.Size:
-		return fmt.Errorf("max side %d: must be at least the crop size %d", c.MaxSide, c.Size)
 	case c.LogEvery < 1 || c.CheckpointEvery < 1:
 		return errors.New("log and checkpoint intervals must be at least 1")
 	}
-	return nil
+	return t.validate(c)
+}
+
+// lossWeights are the loss terms' weights by the names the engine's step
+// looks them up under. A new loss term's weight goes here.
+func (c Config) lossWeights() map[string]float64 {
+	return map[string]float64{"feat": c.LambdaFeat, "adv": c.LambdaAdv, "img": c.LambdaImg}
 }
 
 // Graph is the engine's view of the configuration.
 func (c Config) Graph() graphs.Config {
-	task := graphs.Autoencoder
-	switch c.Task {
-	case TaskComparator:
-		task = graphs.ComparatorTask
-	case TaskVAE:
-		task = graphs.VAE
+	task := graphs.Task(-1) // an unknown task, which the engine refuses
+	if t, err := taskNamed(c.Task); err == nil {
+		task = t.engine()
 	}
 	up := graphs.Resize
 	if c.Upsample == UpsampleDeconv {
@@ -236,9 +189,7 @@ func (c Config) Graph() graphs.Config {
 		CodeChannels: c.CodeChannels,
 		Upsample:     up,
 		Classes:      c.Classes,
-		LambdaFeat:   c.LambdaFeat,
-		LambdaAdv:    c.LambdaAdv,
-		LambdaImg:    c.LambdaImg,
+		Weights:      c.lossWeights(),
 		LR:           c.LR,
 		Beta1:        c.Beta1,
 		Beta2:        c.Beta2,
@@ -279,6 +230,9 @@ func LoadConfig(dir string) (Config, error) {
 	if err := json.Unmarshal(b, &head); err != nil {
 		return Config{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, ConfigFile), err)
 	}
+	if _, err := taskNamed(head.Task); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
+	}
 	cfg := DefaultsFor(head.Task)
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return Config{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, ConfigFile), err)
@@ -286,6 +240,56 @@ func LoadConfig(dir string) (Config, error) {
 	return cfg, nil
 }
 
-// Generative tells whether the run trains an encoder and a generator (the
-// autoencoder and the VAE), rather than a comparator.
-func (c Config) Generative() bool { return c.Task == TaskAutoencoder || c.Task == TaskVAE }
+// Generative tells whether the run's networks map images to images (the
+// autoencoder and the VAE), rather than train a comparator.
+func (c Config) Generative() bool {
+	t, err := taskNamed(c.Task)
+	return err == nil && t.generative()
+}
+
+// resumable are the settings a resumed run may change, by config.json key.
+var resumable = map[string]bool{"steps": true, "threads": true, "data": true, "heldout": true,
+	"log_every": true, "checkpoint_every": true}
+
+// flagNames are the command-line flags of config keys whose names differ.
+var flagNames = map[string]string{"code_channels": "latent"}
+
+// CheckResume says whether a resumed run may go on with asked, its saved
+// configuration with the flags given for the resume applied: only the
+// resumable settings may differ. The error names the first that does.
+func CheckResume(saved, asked Config) error {
+	a, err := fields(saved)
+	if err != nil {
+		return err
+	}
+	b, err := fields(asked)
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(b))
+	for k := range b {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if resumable[k] || string(a[k]) == string(b[k]) {
+			continue
+		}
+		flag, ok := flagNames[k]
+		if !ok {
+			flag = strings.ReplaceAll(k, "_", "-")
+		}
+		return fmt.Errorf("--%s %s differs from the run's %s: a resumed run keeps its configuration", flag, b[k], a[k])
+	}
+	return nil
+}
+
+// fields is a config's settings by config.json key, as JSON.
+func fields(c Config) (map[string]json.RawMessage, error) {
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	return m, json.Unmarshal(raw, &m)
+}

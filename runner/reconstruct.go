@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"image"
-	"image/color"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -196,20 +195,12 @@ func copyRect(dst *image.NRGBA, r image.Rectangle, src *image.NRGBA, sp image.Po
 // Grid lays out pairs as rows of (input | reconstruction), each scaled to
 // the given height.
 func Grid(pairs [][2]*image.NRGBA, height int) *image.NRGBA {
-	const gap = 4
-	var rows [][2]*image.NRGBA
-	width := 0
-	for _, p := range pairs {
-		a := imaging.Resize(p[0], 0, height, imaging.Lanczos)
-		c := imaging.Resize(p[1], 0, height, imaging.Lanczos)
-		rows = append(rows, [2]*image.NRGBA{a, c})
-		width = max(width, a.Bounds().Dx()+c.Bounds().Dx()+3*gap)
+	rows := make([][]*image.NRGBA, len(pairs))
+	for i, p := range pairs {
+		rows[i] = []*image.NRGBA{
+			imaging.Resize(p[0], 0, height, imaging.Lanczos),
+			imaging.Resize(p[1], 0, height, imaging.Lanczos),
+		}
 	}
-	sheet := imaging.New(width, len(rows)*(height+gap)+gap, color.NRGBA{32, 32, 32, 255})
-	for i, r := range rows {
-		y := gap + i*(height+gap)
-		sheet = imaging.Paste(sheet, r[0], image.Pt(gap, y))
-		sheet = imaging.Paste(sheet, r[1], image.Pt(2*gap+r[0].Bounds().Dx(), y))
-	}
-	return sheet
+	return mosaic(rows, 4, 4)
 }

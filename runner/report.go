@@ -15,7 +15,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/disintegration/imaging"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -60,18 +59,19 @@ func spread(s []string, n int) []string {
 type reporter struct {
 	dir    string
 	cfg    Config
+	terms  []string // the step's terms: one plot each
 	crops  pipeline.Batch
 	source string // where the crops come from, for the page
 }
 
 // newReporter fixes the crops the report shows: from cfg.Heldout when
 // given, otherwise from the training images (and the page says so).
-func newReporter(dir string, cfg Config, train *pipeline.Set, heldout *pipeline.Set) *reporter {
+func newReporter(dir string, cfg Config, terms []string, train *pipeline.Set, heldout *pipeline.Set) *reporter {
 	set, source := train, "training images (no --heldout folder given)"
 	if heldout != nil {
 		set, source = heldout, "held-out images: "+strings.Join(cfg.Heldout, ", ")
 	}
-	return &reporter{dir: dir, cfg: cfg, crops: fixedCrops(set, cfg, reportCrops, uint64(cfg.Seed)+1), source: source}
+	return &reporter{dir: dir, cfg: cfg, terms: terms, crops: fixedCrops(set, cfg, reportCrops, uint64(cfg.Seed)+1), source: source}
 }
 
 // fixedCrops are n seeded, unflipped crops at cfg's size: the same inputs
@@ -117,16 +117,6 @@ func (r *reporter) snapshot(model *graphs.Model, step int64) error {
 	return r.write()
 }
 
-// strip lays n images side by side.
-func strip(x []float32, n, size int) *image.NRGBA {
-	out := imaging.New(n*(size+2), size, color.NRGBA{32, 32, 32, 255})
-	plane := 3 * size * size
-	for i := range n {
-		out = imaging.Paste(out, pipeline.FromCHW(x[i*plane:(i+1)*plane], size, size), image.Pt(i*(size+2), 0))
-	}
-	return out
-}
-
 func encodePNG(img image.Image) ([]byte, error) {
 	var b bytes.Buffer
 	err := png.Encode(&b, img)
@@ -146,12 +136,12 @@ func (r *reporter) write() error {
 		return err
 	}
 	var plots []reportImage
-	for _, term := range lossTerms(r.cfg) {
+	for _, term := range r.terms {
 		b, err := lossPlot(metrics, term)
 		if err != nil {
-			return fmt.Errorf("plot %s: %w", term.name, err)
+			return fmt.Errorf("plot %s: %w", term, err)
 		}
-		plots = append(plots, reportImage{term.name, dataURL(b)})
+		plots = append(plots, reportImage{term, dataURL(b)})
 	}
 	orig, err := encodePNG(strip(r.crops.Data, r.crops.N, r.cfg.Size))
 	if err != nil {
@@ -201,42 +191,15 @@ func dataURL(png []byte) template.URL {
 	return template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png))
 }
 
-type lossTerm struct {
-	name string
-	get  func(Metrics) float64
-}
-
-func lossTerms(cfg Config) []lossTerm {
-	if cfg.Task == TaskComparator {
-		return []lossTerm{{"loss_class", func(m Metrics) float64 { return m.LossClass }},
-			{"train_acc", func(m Metrics) float64 { return m.TrainAcc }}}
-	}
-	terms := []lossTerm{
-		{"loss_feat", func(m Metrics) float64 { return m.LossFeat }},
-		{"loss_adv", func(m Metrics) float64 { return m.LossAdv }},
-		{"loss_img", func(m Metrics) float64 { return m.LossImg }},
-		{"loss_discr", func(m Metrics) float64 { return m.LossDiscr }},
-	}
-	if cfg.Task == TaskVAE {
-		terms = append(terms, lossTerm{"kl", func(m Metrics) float64 {
-			if m.KL == nil {
-				return 0
-			}
-			return *m.KL
-		}})
-	}
-	return terms
-}
-
 // lossPlot draws one term against the step, at most 2000 points.
-func lossPlot(ms []Metrics, term lossTerm) ([]byte, error) {
+func lossPlot(ms []Metrics, term string) ([]byte, error) {
 	p := plot.New()
-	p.Title.Text = term.name
+	p.Title.Text = term
 	p.X.Label.Text = "step"
 	every := max(1, len(ms)/2000)
 	var pts plotter.XYs
 	for i := 0; i < len(ms); i += every {
-		pts = append(pts, plotter.XY{X: float64(ms[i].Step), Y: term.get(ms[i])})
+		pts = append(pts, plotter.XY{X: float64(ms[i].Step), Y: ms[i].Get(term)})
 	}
 	if len(pts) > 0 {
 		line, err := plotter.NewLine(pts)

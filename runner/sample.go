@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	"image/color"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -16,6 +15,7 @@ import (
 	"github.com/disintegration/imaging"
 
 	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/internal/measure"
 	"github.com/deepsim/deepsim/pipeline"
 )
 
@@ -97,7 +97,7 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 		}
 		res.RefCrops = max(n, 2)
 		ref := fixedCrops(set, cfg, res.RefCrops, 1).Data
-		res.SharpnessRatio = meanGradient(y, n, cfg.Size) / meanGradient(ref, res.RefCrops, cfg.Size)
+		res.SharpnessRatio = measure.Sharpness(y, n, cfg.Size) / measure.Sharpness(ref, res.RefCrops, cfg.Size)
 	}
 	res.Written, err = writeImages(opt.Out, y, n, cfg.Size, len(opt.Interpolate) > 0)
 	return res, err
@@ -161,8 +161,7 @@ func decodeLatents(ctx context.Context, model *graphs.Model, size int, z []float
 // near-square grid, or a single row for an interpolation) or as
 // out/000.png, out/001.png, ...
 func writeImages(out string, y []float32, n, size int, row bool) ([]string, error) {
-	plane := 3 * size * size
-	img := func(i int) *image.NRGBA { return pipeline.FromCHW(y[i*plane:(i+1)*plane], size, size) }
+	imgs := images(y, n, size)
 	if strings.EqualFold(filepath.Ext(out), ".png") {
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 			return nil, err
@@ -171,13 +170,11 @@ func writeImages(out string, y []float32, n, size int, row bool) ([]string, erro
 		if !row {
 			cols = int(math.Ceil(math.Sqrt(float64(n))))
 		}
-		const gap = 2
-		rows := (n + cols - 1) / cols
-		sheet := imaging.New(cols*(size+gap)+gap, rows*(size+gap)+gap, color.NRGBA{32, 32, 32, 255})
-		for i := range n {
-			sheet = imaging.Paste(sheet, img(i), image.Pt(gap+(i%cols)*(size+gap), gap+(i/cols)*(size+gap)))
+		var rows [][]*image.NRGBA
+		for i := 0; i < n; i += cols {
+			rows = append(rows, imgs[i:min(i+cols, n)])
 		}
-		if err := imaging.Save(sheet, out); err != nil {
+		if err := imaging.Save(mosaic(rows, 2, 2), out); err != nil {
 			return nil, fmt.Errorf("write %s: %w", out, err)
 		}
 		return []string{out}, nil
@@ -186,9 +183,9 @@ func writeImages(out string, y []float32, n, size int, row bool) ([]string, erro
 		return nil, err
 	}
 	var written []string
-	for i := range n {
+	for i, img := range imgs {
 		p := filepath.Join(out, fmt.Sprintf("%03d.png", i))
-		if err := imaging.Save(img(i), p); err != nil {
+		if err := imaging.Save(img, p); err != nil {
 			return written, fmt.Errorf("write %s: %w", p, err)
 		}
 		written = append(written, p)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"image"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,57 +14,6 @@ import (
 
 	"github.com/deepsim/deepsim/pipeline"
 )
-
-// trainVAE trains a tiny VAE run and returns its folder and data.
-func trainVAE(t *testing.T) (run, data string) {
-	t.Helper()
-	data = photos(t, 4)
-	cfg := smallConfig(data)
-	cfg.Task, cfg.KLWeight, cfg.KLWarmup = TaskVAE, 1e-3, 6
-	run = filepath.Join(t.TempDir(), "vae")
-	mustTrain(t, cfg, TrainOptions{Out: run})
-	return run, data
-}
-
-func TestVAELogsKLEveryStep(t *testing.T) {
-	run, _ := trainVAE(t)
-	cfg, err := LoadConfig(run)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms := readMetrics(t, run)
-	if len(ms) != int(cfg.Steps) {
-		t.Fatalf("%d metrics lines, want %d", len(ms), cfg.Steps)
-	}
-	for _, m := range ms {
-		if m.KL == nil || !(*m.KL > 0) || math.IsInf(*m.KL, 0) {
-			t.Fatalf("step %d: kl %v, want finite and positive", m.Step, m.KL)
-		}
-		if m.KLWeight == nil || *m.KLWeight != cfg.KLWeightAt(m.Step) {
-			t.Fatalf("step %d: kl_weight %v, want %v", m.Step, m.KLWeight, cfg.KLWeightAt(m.Step))
-		}
-	}
-	if w := *ms[0].KLWeight; !(w > 0 && w < cfg.KLWeight) || *ms[len(ms)-1].KLWeight != cfg.KLWeight {
-		t.Fatalf("kl weight %v at step 1 and %v at the end: no warm-up to %v", w, *ms[len(ms)-1].KLWeight, cfg.KLWeight)
-	}
-}
-
-func TestKLWeightWarmsUp(t *testing.T) {
-	cfg := Config{KLWeight: 0.01, KLWarmup: 100}
-	tests := []struct {
-		step int64
-		want float64
-	}{{1, 0.0001}, {50, 0.005}, {100, 0.01}, {5000, 0.01}}
-	for _, tc := range tests {
-		if got := cfg.KLWeightAt(tc.step); math.Abs(got-tc.want) > 1e-12 {
-			t.Errorf("step %d: %v, want %v", tc.step, got, tc.want)
-		}
-	}
-	cfg.KLWarmup = 0
-	if got := cfg.KLWeightAt(1); got != 0.01 {
-		t.Errorf("no warm-up: %v at step 1", got)
-	}
-}
 
 func TestSampleIsRepeatable(t *testing.T) {
 	run, data := trainVAE(t)

@@ -2,10 +2,8 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/deepsim/deepsim/internal/atomicfile"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -15,10 +13,8 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
-
 	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/internal/atomicfile"
 	"github.com/deepsim/deepsim/pipeline"
 	"github.com/deepsim/deepsim/pretrained"
 )
@@ -48,10 +44,21 @@ type TrainSummary struct {
 	HeldoutAcc float64
 }
 
+// trainRun is one run in progress: what a task's finish may need.
+type trainRun struct {
+	cfg   Config
+	opt   TrainOptions
+	log   *slog.Logger
+	model *graphs.Model
+	rep   *reporter // nil for runs without a report
+	sum   *TrainSummary
+}
+
 // Train runs cfg to cfg.Steps in the run folder, writing config.json,
 // metrics.jsonl and checkpoints. With opt.Resume it continues from the
 // folder's checkpoint. When ctx is cancelled it saves a checkpoint and
-// returns ErrInterrupted.
+// returns ErrInterrupted. The task (see task.go) supplies the data and
+// everything else that is not the loop.
 func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, error) {
 	log := opt.Log
 	if log == nil {
@@ -60,6 +67,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	t, _ := taskNamed(cfg.Task)
 	dir := opt.Out
 	ckpt := filepath.Join(dir, CheckpointFile)
 	_, statErr := os.Stat(ckpt)
@@ -78,14 +86,11 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	}
 	graphs.SetThreads(cfg.Threads)
 
-	// The comparator first: a missing one should fail before minutes of
-	// image decoding.
-	var comp *graphs.Comparator
-	if cfg.Generative() && cfg.LambdaFeat > 0 {
-		var err error
-		if comp, err = pretrained.OpenString(cfg.ComparatorSpec(), opt.Store, cfg.ComparatorSize); err != nil {
-			return nil, err
-		}
+	comp, err := t.comparator(cfg, opt.Store)
+	if err != nil {
+		return nil, err
+	}
+	if comp != nil {
 		defer comp.Close()
 	}
 	set, err := loadImages(ctx, cfg, cfg.Data, log)
@@ -93,22 +98,22 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		return nil, err
 	}
 	sum := &TrainSummary{Images: len(set.Images), Skipped: set.Skipped}
-	var rep *reporter
-	if cfg.Generative() {
+	model, err := graphs.NewModel(cfg.Graph(), comp)
+	if err != nil {
+		return sum, err
+	}
+	defer model.Close()
+	r := &trainRun{cfg: cfg, opt: opt, log: log, model: model, sum: sum}
+	if t.generative() {
 		var held *pipeline.Set
 		if len(cfg.Heldout) > 0 {
 			if held, err = loadImages(ctx, cfg, cfg.Heldout, log); err != nil {
 				return sum, fmt.Errorf("held-out images: %w", err)
 			}
 		}
-		rep = newReporter(dir, cfg, set, held)
+		r.rep = newReporter(dir, cfg, model.Terms(), set, held)
 	}
 
-	model, err := graphs.NewModel(cfg.Graph(), comp)
-	if err != nil {
-		return sum, err
-	}
-	defer model.Close()
 	var step int64
 	if opt.Resume {
 		if step, err = loadCheckpoint(model, ckpt); err != nil {
@@ -131,10 +136,10 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		if err := atomicfile.WriteFile(ckpt, b); err != nil {
 			return err
 		}
-		if rep != nil {
+		if r.rep != nil {
 			// The report is for people: a failure to write it is logged, and
 			// training goes on.
-			if err := rep.snapshot(model, step); err != nil {
+			if err := r.rep.snapshot(model, step); err != nil {
 				log.Warn("report not updated", "reason", err.Error())
 			}
 		}
@@ -151,23 +156,10 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	}
 	defer metrics.Close()
 
+	run := t.begin(cfg, set, log)
 	streamCtx, stopStream := context.WithCancel(context.Background())
 	defer stopStream()
-	seed := uint64(cfg.Seed)
-	build := func(i int64) pipeline.Batch {
-		return pipeline.MakeBatch(set, pipeline.StreamOptions{
-			Crop:  pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale, Flip: true},
-			Batch: cfg.Batch, Seed: seed,
-		}, i)
-	}
-	var heldout pipeline.Batch
-	if cfg.Task == TaskComparator {
-		ex := pipeline.NewExemplar(set, cfg.Classes, cfg.Size, seed)
-		heldout = ex.Heldout(seed, cfg.HeldoutPerClass)
-		build = func(i int64) pipeline.Batch { return ex.Batch(seed, i, cfg.Batch) }
-		log.Info("surrogate classes", "classes", cfg.Classes, "heldout_samples", heldout.N)
-	}
-	batches := pipeline.Stream(streamCtx, build, step, 2, 2)
+	batches := pipeline.Stream(streamCtx, run.batch, step, 2, 2)
 
 	prog := newProgress(opt.Progress, log, step, cfg.Steps)
 	lastLog, lastLogStep := time.Now(), step
@@ -183,42 +175,33 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 			return sum, ErrInterrupted
 		case batch = <-batches:
 		}
-		klWeight := cfg.KLWeightAt(step + 1)
-		losses, err := model.TrainStep(graphs.Step{Batch: batch.Data, N: batch.N, Labels: batch.Labels, KLWeight: klWeight})
+		in, logged := run.input(step+1, batch)
+		out, err := model.TrainStep(in)
 		if err != nil {
 			return sum, fmt.Errorf("step %d: %w", step+1, err)
 		}
 		step++
 		sum.Step = step
-		for name, v := range map[string]float64{"loss_feat": losses.Feat, "loss_adv": losses.Adv, "loss_img": losses.Img, "loss_discr": losses.Discr, "kl": losses.KL} {
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return sum, fmt.Errorf("training diverged at step %d (%s = %v); the checkpoint on disk is the last good state", step, name, v)
+		for _, term := range out.Terms {
+			if math.IsNaN(term.Value) || math.IsInf(term.Value, 0) {
+				return sum, fmt.Errorf("training diverged at step %d (%s = %v); the checkpoint on disk is the last good state", step, term.Name, term.Value)
 			}
-		}
-		m := Metrics{Step: step, LossFeat: losses.Feat, LossAdv: losses.Adv, LossImg: losses.Img, LossDiscr: losses.Discr,
-			UpdatedG: losses.UpdatedG, UpdatedD: losses.UpdatedD}
-		if cfg.Task == TaskVAE {
-			m.KL, m.KLWeight = &losses.KL, &klWeight
-		}
-		if cfg.Task == TaskComparator {
-			m.LossImg, m.LossClass, m.TrainAcc = 0, losses.Img, losses.Accuracy
 		}
 		last := step == cfg.Steps
-		if cfg.Task == TaskComparator && (step%cfg.EvalEvery == 0 || last) {
-			acc, err := heldoutAccuracy(model, heldout)
-			if err != nil {
-				return sum, err
-			}
-			m.HeldoutAcc, sum.HeldoutAcc = &acc, acc
+		measured, err := run.measure(model, step, last)
+		if err != nil {
+			return sum, err
 		}
-		if step%cfg.LogEvery == 0 || last || m.HeldoutAcc != nil {
+		m := Metrics{Step: step, Terms: append(append(out.Terms, logged...), measured...),
+			UpdatedG: out.UpdatedG, UpdatedD: out.UpdatedD}
+		if step%cfg.LogEvery == 0 || last || len(measured) > 0 {
 			now := time.Now()
 			m.ImagesPerSec = float64((step-lastLogStep)*int64(cfg.Batch)) / now.Sub(lastLog).Seconds()
 			lastLog, lastLogStep = now, step
 			if err := metrics.Append(m); err != nil {
 				return sum, err
 			}
-			prog.update(m)
+			prog.update(m, measured)
 		}
 		if step%cfg.CheckpointEvery == 0 && !last {
 			if err := save(); err != nil {
@@ -230,56 +213,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if err := save(); err != nil {
 		return sum, fmt.Errorf("final checkpoint: %w", err)
 	}
-	if rep != nil && len(cfg.Heldout) > 0 {
-		if err := finalEval(ctx, cfg, opt, rep); err != nil {
-			log.Warn("final evaluation failed", "reason", err.Error())
-		}
-	}
-	if cfg.Task == TaskComparator {
-		b, err := model.ExportComparator()
-		if err != nil {
-			return sum, err
-		}
-		if err := atomicfile.WriteFile(filepath.Join(dir, ComparatorFile), b); err != nil {
-			return sum, err
-		}
-		log.Info("comparator written", "file", filepath.Join(dir, ComparatorFile), "classes", cfg.Classes,
-			"heldout_surrogate_accuracy", sum.HeldoutAcc, "heldout_samples", heldout.N)
-	}
-	return sum, nil
-}
-
-// finalEval measures the finished run on its held-out images into
-// RUN/eval.json, which the report shows.
-func finalEval(ctx context.Context, cfg Config, opt TrainOptions, rep *reporter) error {
-	res, err := Evaluate(ctx, EvalOptions{Run: opt.Out, Data: cfg.Heldout, N: 64, Seed: 1, Store: opt.Store, Log: opt.Log})
-	if err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.WriteFile(filepath.Join(opt.Out, EvalFile), append(b, '\n')); err != nil {
-		return err
-	}
-	return rep.write()
-}
-
-// heldoutAccuracy classifies the held-out transformations in chunks.
-func heldoutAccuracy(model *graphs.Model, b pipeline.Batch) (float64, error) {
-	const chunk = 64
-	plane := 3 * b.Size * b.Size
-	var right float64
-	for i := 0; i < b.N; i += chunk {
-		n := min(chunk, b.N-i)
-		l, err := model.Evaluate(b.Data[i*plane:(i+n)*plane], b.Labels[i:i+n], n)
-		if err != nil {
-			return 0, err
-		}
-		right += l.Accuracy * float64(n)
-	}
-	return right / float64(b.N), nil
+	return sum, run.finish(ctx, r)
 }
 
 // loadImages decodes the images under dirs for cfg's crop size.
@@ -318,62 +252,4 @@ func loadCheckpoint(model *graphs.Model, path string) (int64, error) {
 		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	return step, nil
-}
-
-// progress shows a bar on a terminal and logs a line every 5% otherwise.
-type progress struct {
-	bar        *progressbar.ProgressBar
-	w          io.Writer
-	log        *slog.Logger
-	every      int64
-	start, end int64
-}
-
-func newProgress(w io.Writer, log *slog.Logger, start, end int64) *progress {
-	if w == nil {
-		w = os.Stderr
-	}
-	p := &progress{w: w, log: log, start: start, end: end, every: max(1, (end-start)/20)}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions64(end,
-			progressbar.OptionSetWriter(w),
-			progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(200*time.Millisecond),
-			progressbar.OptionSetWidth(20),
-		)
-		p.bar.Set64(start)
-	}
-	return p
-}
-
-func (p *progress) update(m Metrics) {
-	desc := fmt.Sprintf("feat %.4g adv %.4g img %.4g discr %.4g  %.1f img/s", m.LossFeat, m.LossAdv, m.LossImg, m.LossDiscr, m.ImagesPerSec)
-	if m.LossClass > 0 {
-		desc = fmt.Sprintf("loss %.4g acc %.3f  %.1f img/s", m.LossClass, m.TrainAcc, m.ImagesPerSec)
-	}
-	if p.bar != nil {
-		p.bar.Describe(desc)
-		p.bar.Set64(m.Step)
-		return
-	}
-	if m.HeldoutAcc != nil {
-		p.log.Info("held-out surrogate accuracy", "step", m.Step, "accuracy", *m.HeldoutAcc)
-	}
-	if m.LossClass > 0 && ((m.Step-p.start)%p.every == 0 || m.Step == p.end) {
-		p.log.Info("train", "step", m.Step, "of", p.end, "loss_class", m.LossClass, "train_acc", m.TrainAcc,
-			"images_per_sec", math.Round(m.ImagesPerSec*10)/10)
-		return
-	}
-	if (m.Step-p.start)%p.every == 0 || m.Step == p.end {
-		p.log.Info("train", "step", m.Step, "of", p.end, "loss_feat", m.LossFeat, "loss_adv", m.LossAdv,
-			"loss_img", m.LossImg, "loss_discr", m.LossDiscr, "images_per_sec", math.Round(m.ImagesPerSec*10)/10)
-	}
-}
-
-func (p *progress) finish() {
-	if p.bar != nil {
-		p.bar.Exit()
-		fmt.Fprintln(p.w)
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/deepsim/deepsim/internal/torchfile"
+	"github.com/deepsim/deepsim/internal/torchfile/torchfiletest"
 	"github.com/deepsim/deepsim/pretrained"
 )
 
@@ -32,7 +33,7 @@ func writeStateDict(t *testing.T, path string, tensors []torchfile.Tensor) {
 func TestImportAlexNetMatchesReference(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("DEEPSIM_HOME", home)
-	tensors := torchfile.RandomAlexNet(7)
+	tensors := torchfiletest.RandomAlexNet(7)
 	file := filepath.Join(t.TempDir(), "alexnet-owt-test.pth")
 	writeStateDict(t, file, tensors)
 
@@ -75,7 +76,7 @@ func TestImportAlexNetMatchesReference(t *testing.T) {
 func TestImportRefusesBadStateDicts(t *testing.T) {
 	t.Setenv("DEEPSIM_HOME", t.TempDir())
 	dir := t.TempDir()
-	good := torchfile.RandomAlexNet(3)
+	good := torchfiletest.RandomAlexNet(3)
 
 	renamed := append([]torchfile.Tensor(nil), good...)
 	renamed[2].Name = "features.3.weight_renamed"

@@ -10,7 +10,7 @@ import (
 
 func testConfig() Config {
 	return Config{Task: Autoencoder, Size: 32, CodeChannels: 8,
-		LambdaFeat: 1, LambdaAdv: 0.01, LambdaImg: 1, LR: 2e-4, Beta1: 0.9, Beta2: 0.999, Seed: 1}
+		Weights: map[string]float64{"feat": 1, "adv": 0.01, "img": 1}, LR: 2e-4, Beta1: 0.9, Beta2: 0.999, Seed: 1}
 }
 
 // testComparator is a small random AlexNet cut at conv2, at 64 px.
@@ -48,7 +48,7 @@ func smoothBatch(n, size int) []float32 {
 func newModel(t *testing.T, cfg Config) *Model {
 	t.Helper()
 	var comp *Comparator
-	if cfg.LambdaFeat > 0 {
+	if cfg.Weights["feat"] > 0 {
 		comp = testComparator(t)
 	}
 	m, err := NewModel(cfg, comp)
@@ -99,7 +99,7 @@ func TestTrainStepLossTerms(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig()
-			cfg.LambdaFeat, cfg.LambdaAdv, cfg.LambdaImg = tc.feat, tc.adv, tc.img
+			cfg.Weights = map[string]float64{"feat": tc.feat, "adv": tc.adv, "img": tc.img}
 			m := newModel(t, cfg)
 			l, err := m.TrainStep(Step{Batch: randomBatch(1, 2, 32), N: 2})
 			if err != nil {
@@ -109,7 +109,7 @@ func TestTrainStepLossTerms(t *testing.T) {
 				name string
 				v    float64
 				on   bool
-			}{{"feat", l.Feat, tc.wantFeat}, {"adv", l.Adv, tc.wantAdv}, {"img", l.Img, tc.wantImg}, {"discr", l.Discr, tc.wantDiscr}} {
+			}{{"feat", l.Get("loss_feat"), tc.wantFeat}, {"adv", l.Get("loss_adv"), tc.wantAdv}, {"img", l.Get("loss_img"), tc.wantImg}, {"discr", l.Get("loss_discr"), tc.wantDiscr}} {
 				if math.IsNaN(c.v) || math.IsInf(c.v, 0) {
 					t.Errorf("%s = %v", c.name, c.v)
 				}
@@ -123,7 +123,7 @@ func TestTrainStepLossTerms(t *testing.T) {
 
 func TestTrainingReducesLoss(t *testing.T) {
 	cfg := testConfig()
-	cfg.LambdaAdv = 0
+	cfg.Weights["adv"] = 0
 	cfg.LR = 1e-3
 	m := newModel(t, cfg)
 	x := smoothBatch(4, 32)
@@ -131,13 +131,13 @@ func TestTrainingReducesLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var last Losses
+	var last StepLog
 	for range 30 {
 		if last, err = m.TrainStep(Step{Batch: x, N: 4}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if last.Img >= first.Img*0.7 || last.Feat >= first.Feat*0.5 {
+	if last.Get("loss_img") >= first.Get("loss_img")*0.7 || last.Get("loss_feat") >= first.Get("loss_feat")*0.5 {
 		t.Fatalf("losses did not fall on a fixed batch: first %+v, last %+v", first, last)
 	}
 }
@@ -153,7 +153,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	// No adversarial term: without dropout the steps are deterministic, so
 	// the optimizer state can be checked through the next step.
 	cfg := testConfig()
-	cfg.LambdaAdv = 0
+	cfg.Weights["adv"] = 0
 	m := newModel(t, cfg)
 	for range 2 {
 		if _, err := m.TrainStep(Step{Batch: randomBatch(3, 2, 32), N: 2}); err != nil {

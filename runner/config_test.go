@@ -1,45 +1,10 @@
 package runner
 
 import (
-	"os"
-	"path/filepath"
+	"math"
 	"strings"
 	"testing"
 )
-
-func TestTruncateMetrics(t *testing.T) {
-	line := func(step string) string {
-		return `{"step":` + step + `,"loss_feat":1,"loss_adv":0,"loss_img":1,"loss_discr":0,"images_per_sec":1}` + "\n"
-	}
-	tests := []struct {
-		name, in, want string
-		step           int64
-	}{
-		{"nothing to drop", line("1") + line("2"), line("1") + line("2"), 2},
-		{"lines past the checkpoint", line("1") + line("2") + line("3"), line("1"), 1},
-		{"partial last line", line("1") + `{"step":2,"loss`, line("1"), 5},
-		{"garbage line", line("1") + "xx\n" + line("2"), line("1") + line("2"), 5},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, MetricsFile)
-			if err := os.WriteFile(path, []byte(tc.in), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := truncateMetrics(dir, tc.step); err != nil {
-				t.Fatal(err)
-			}
-			got, _ := os.ReadFile(path)
-			if string(got) != tc.want {
-				t.Fatalf("got %q, want %q", got, tc.want)
-			}
-		})
-	}
-	if err := truncateMetrics(t.TempDir(), 3); err != nil {
-		t.Fatalf("no metrics file: %v", err)
-	}
-}
 
 func TestValidate(t *testing.T) {
 	tests := []struct {
@@ -80,6 +45,58 @@ func TestValidate(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want mention of %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestKLWeightWarmsUp(t *testing.T) {
+	cfg := Config{KLWeight: 0.01, KLWarmup: 100}
+	tests := []struct {
+		step int64
+		want float64
+	}{{1, 0.0001}, {50, 0.005}, {100, 0.01}, {5000, 0.01}}
+	for _, tc := range tests {
+		if got := cfg.KLWeightAt(tc.step); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("step %d: %v, want %v", tc.step, got, tc.want)
+		}
+	}
+	cfg.KLWarmup = 0
+	if got := cfg.KLWeightAt(1); got != 0.01 {
+		t.Errorf("no warm-up: %v at step 1", got)
+	}
+}
+
+func TestCheckResume(t *testing.T) {
+	saved := Defaults()
+	saved.Data = []string{"photos"}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string // "" when the resume may go on
+	}{
+		{"nothing changed", func(*Config) {}, ""},
+		{"more steps", func(c *Config) { c.Steps = 9000 }, ""},
+		{"other threads, data, intervals", func(c *Config) {
+			c.Threads, c.Data, c.Heldout, c.LogEvery, c.CheckpointEvery = 2, []string{"more"}, []string{"held"}, 10, 50
+		}, ""},
+		{"a loss weight", func(c *Config) { c.LambdaAdv = 0.02 }, "--lambda-adv 0.02 differs from the run's 0.01"},
+		{"the latent", func(c *Config) { c.CodeChannels = 16 }, "--latent 16"},
+		{"the seed", func(c *Config) { c.Seed = 2 }, "--seed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			asked := saved
+			tc.edit(&asked)
+			err := CheckResume(saved, asked)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
 	}

@@ -8,44 +8,6 @@ import (
 	"testing"
 )
 
-func TestParse(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    Spec
-		wantErr string
-	}{
-		{in: "alexnet:conv5", want: Spec{Name: "alexnet", Layer: "conv5"}},
-		{in: "exemplar:conv3", want: Spec{Name: "exemplar", Layer: "conv3"}},
-		{in: "alexnet-random:fc6", want: Spec{Name: "alexnet-random", Arch: "alexnet", Layer: "fc6", Random: true}},
-		{in: "vgg16-random:conv3_3", want: Spec{Name: "vgg16-random", Arch: "vgg16", Layer: "conv3_3", Random: true}},
-		{in: "../testdata/tiny_comparator.pt:features", want: Spec{Name: "../testdata/tiny_comparator.pt", Arch: "torchscript", Layer: "features", Script: "../testdata/tiny_comparator.pt"}},
-		{in: "alexnet", wantErr: "names no layer"},
-		{in: "resnet-random:conv1", wantErr: "no architecture"},
-		{in: "missing/model.pt", wantErr: "no such file"},
-		{in: "", wantErr: "empty"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.in, func(t *testing.T) {
-			got, err := Parse(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != tc.want {
-				t.Fatalf("Parse = %+v, want %+v", got, tc.want)
-			}
-			if got.String() != tc.in {
-				t.Fatalf("String = %q", got.String())
-			}
-		})
-	}
-}
-
 // The TorchScript file in testdata has fixed weights: features keeps R and
 // 2*G of the ImageNet-normalised input plus biases 0.5 and -0.5, then
 // averages 4x4 blocks; forward flattens.

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/deepsim/deepsim/pretrained"
+	"github.com/deepsim/deepsim/runner"
+)
+
+// latentFlag is the code's channel count, written CxHxW or C. The encoder
+// always downsamples a training crop to 8 x 8.
+type latentFlag int
+
+func (l *latentFlag) String() string { return fmt.Sprintf("%dx8x8", int(*l)) }
+
+func (l *latentFlag) Set(v string) error {
+	c, hw, shaped := strings.Cut(v, "x")
+	if shaped && hw != "8x8" {
+		return fmt.Errorf("latent %q: the code is C x 8 x 8 at the training size", v)
+	}
+	n, err := strconv.Atoi(c)
+	if err != nil || n < 1 {
+		return fmt.Errorf("latent %q: want CxHxW (like 8x8x8) or a channel count", v)
+	}
+	*l = latentFlag(n)
+	return nil
+}
+
+// bindTrainFlags binds cfg's fields to fs, so that the flags' defaults are
+// cfg's values.
+func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *bool) {
+	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, vae, or comparator (an Exemplar-CNN)")
+	fs.Var((*listFlag)(&cfg.Data), "data", "folder(s) of JPEG/PNG images, comma-separated or repeated")
+	fs.Var((*listFlag)(&cfg.Heldout), "heldout", "folder(s) of held-out images for the report's crops and final eval")
+	fs.StringVar(out, "out", "", "run folder to create (or to continue, with --resume)")
+	fs.BoolVar(resume, "resume", false, "continue the run in --out from its checkpoint")
+	fs.Int64Var(&cfg.Steps, "steps", cfg.Steps, "train until this step")
+	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "crops per step")
+	fs.IntVar(&cfg.Size, "size", cfg.Size, "crop side in pixels (16, 32, 64, 128, 256)")
+	fs.Var((*latentFlag)(&cfg.CodeChannels), "latent", "code (VAE: latent) shape CxHxW, or just C; H and W are always 8")
+	fs.StringVar(&cfg.Upsample, "upsample", cfg.Upsample, "generator upsampling: deconv (transposed conv, the paper's) or resize (nearest + 3x3 conv, no checkerboard)")
+	fs.Float64Var(&cfg.KLWeight, "kl-weight", cfg.KLWeight, "VAE: weight of the KL term (nats per image)")
+	fs.Int64Var(&cfg.KLWarmup, "kl-warmup", cfg.KLWarmup, "VAE: steps over which the KL weight rises linearly from 0")
+	fs.StringVar(&cfg.Comparator, "comparator", cfg.Comparator, "comparator C: NAME:LAYER, ARCH-random:LAYER or FILE.pt[:SUBMODULE]")
+	fs.StringVar(&cfg.Layer, "layer", cfg.Layer, "comparator layer, when --comparator names none")
+	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to (0: its own)")
+	fs.IntVar(&cfg.Classes, "classes", cfg.Classes, "surrogate classes (comparator task)")
+	fs.Float64Var(&cfg.LambdaFeat, "lambda-feat", cfg.LambdaFeat, "weight of the feature (perceptual) loss")
+	fs.Float64Var(&cfg.LambdaAdv, "lambda-adv", cfg.LambdaAdv, "weight of the adversarial loss")
+	fs.Float64Var(&cfg.LambdaImg, "lambda-img", cfg.LambdaImg, "weight of the pixel loss")
+	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate")
+	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for initialisation and data order")
+	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch threads (0: one per core)")
+	fs.Int64Var(&cfg.LogEvery, "log-every", cfg.LogEvery, "write metrics every N steps")
+	fs.Int64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "save a checkpoint every N steps")
+}
+
+// taskOf finds --task in args, so that flags default to the task's values.
+func taskOf(args []string) string {
+	for i, a := range args {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "task" && strings.HasPrefix(a, "-") {
+			if hasVal {
+				return val
+			}
+			if i+1 < len(args) {
+				return args[i+1]
+			}
+		}
+	}
+	return runner.TaskAutoencoder
+}
+
+func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Writer) error {
+	cfg := runner.DefaultsFor(taskOf(args))
+	var out string
+	var resume bool
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bindTrainFlags(fs, &cfg, &out, &resume)
+	if err := fs.Parse(args); err != nil {
+		return usageErr(err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
+	}
+	if out == "" {
+		fmt.Fprintln(stderr, "runner train: --out is required")
+		return errUsage
+	}
+	if resume {
+		// Start from the run's own config, then apply the flags given.
+		saved, err := runner.LoadConfig(out)
+		if err != nil {
+			return err
+		}
+		cfg = saved
+		again := flag.NewFlagSet("train", flag.ContinueOnError)
+		again.SetOutput(io.Discard)
+		bindTrainFlags(again, &cfg, &out, &resume)
+		cfg.Data, cfg.Heldout = nil, nil // when given, the flags replace the lists
+		if err := again.Parse(args); err != nil {
+			return usageErr(err)
+		}
+		if len(cfg.Data) == 0 {
+			cfg.Data = saved.Data
+		}
+		if len(cfg.Heldout) == 0 {
+			cfg.Heldout = saved.Heldout
+		}
+		if err := runner.CheckResume(saved, cfg); err != nil {
+			return err
+		}
+	}
+	store := pretrained.Store{Home: pretrained.DefaultHome()}
+	sum, err := runner.Train(ctx, cfg, runner.TrainOptions{Out: out, Resume: resume, Store: store, Log: log, Progress: stderr})
+	if sum != nil && len(sum.Skipped) > 0 {
+		log.Warn("some files were skipped", "skipped", len(sum.Skipped), "used", sum.Images)
+	}
+	if err == nil {
+		log.Info("training done", "run", out, "step", sum.Step)
+	}
+	return err
+}

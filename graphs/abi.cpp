@@ -1,0 +1,103 @@
+// The extern "C" functions of deepsim.h, in its order: each one catches
+// everything and hands the work to the engine. This file sees no libtorch
+// header (see api.h).
+#include "api.h"
+
+using deepsim::guarded;
+
+extern "C" {
+
+// ---- comparators ----
+
+char* ds_arch_input_size(const char* arch, int32_t* size) {
+  *size = 0;
+  return guarded([&] { *size = deepsim::arch_input_size(arch ? arch : ""); });
+}
+
+char* ds_comparator_new(const ds_comparator_spec* spec, ds_comparator** out) {
+  *out = nullptr;
+  return guarded([&] { *out = deepsim::new_comparator(*spec); });
+}
+
+void ds_comparator_free(ds_comparator* c) { deepsim::free_comparator(c); }
+
+char* ds_comparator_features(ds_comparator* c, const float* x, int64_t n,
+                             int64_t h, int64_t w, float** out,
+                             int64_t shape[4]) {
+  *out = nullptr;
+  return guarded([&] { deepsim::comparator_features(*c, x, n, h, w, out, shape); });
+}
+
+char* ds_state_dict_check(const char* path, const char* arch, char** arch_out) {
+  *arch_out = nullptr;
+  return guarded([&] {
+    *arch_out = deepsim::dup_string(deepsim::check_state_dict(path, arch ? arch : ""));
+  });
+}
+
+char* ds_random_state_dict(const char* arch, int64_t seed, char** buf,
+                           int64_t* len) {
+  *buf = nullptr;
+  *len = 0;
+  return guarded([&] { deepsim::to_malloc(deepsim::random_state_dict(arch, seed), buf, len); });
+}
+
+// ---- trained models ----
+
+char* ds_model_new(const ds_config* cfg, ds_comparator* comp, ds_model** out) {
+  *out = nullptr;
+  return guarded([&] { *out = deepsim::new_model(*cfg, comp); });
+}
+
+void ds_model_free(ds_model* m) { deepsim::free_model(m); }
+
+const char* const* ds_model_terms(ds_model* m, int32_t* n) {
+  return deepsim::model_terms(*m, n);
+}
+
+char* ds_model_train_step(ds_model* m, const ds_step_input* in, ds_step_log* out) {
+  return guarded([&] { deepsim::train_step(*m, *in, out); });
+}
+
+char* ds_model_evaluate(ds_model* m, const ds_step_input* in, ds_step_log* out) {
+  return guarded([&] { deepsim::evaluate(*m, *in, out); });
+}
+
+char* ds_model_reconstruct(ds_model* m, const float* x, int64_t n, int64_t h,
+                           int64_t w, float* out) {
+  return guarded([&] { deepsim::reconstruct(*m, x, n, h, w, out); });
+}
+
+char* ds_model_encode(ds_model* m, const float* x, int64_t n, int64_t h,
+                      int64_t w, float* out) {
+  return guarded([&] { deepsim::encode(*m, x, n, h, w, out); });
+}
+
+char* ds_model_decode(ds_model* m, const float* z, int64_t n, int64_t zh,
+                      int64_t zw, float* out) {
+  return guarded([&] { deepsim::decode(*m, z, n, zh, zw, out); });
+}
+
+char* ds_model_save(ds_model* m, int64_t step, char** buf, int64_t* len) {
+  *buf = nullptr;
+  *len = 0;
+  return guarded([&] { deepsim::to_malloc(deepsim::save_model(*m, step), buf, len); });
+}
+
+char* ds_model_load(ds_model* m, const char* buf, int64_t len, int64_t* step) {
+  return guarded([&] { *step = deepsim::load_model(*m, buf, len); });
+}
+
+char* ds_model_export_comparator(ds_model* m, char** buf, int64_t* len) {
+  *buf = nullptr;
+  *len = 0;
+  return guarded([&] { deepsim::to_malloc(deepsim::export_comparator(*m), buf, len); });
+}
+
+int64_t ds_model_num_params(ds_model* m) { return deepsim::num_params(*m); }
+
+void ds_set_num_threads(int32_t n) { deepsim::set_num_threads(n); }
+
+void ds_free(void* p) { std::free(p); }
+
+}  // extern "C"

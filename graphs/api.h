@@ -1,0 +1,81 @@
+// Private to graphs/: the guard that keeps C++ exceptions out of Go, and the
+// engine functions that the C ABI (abi.cpp) calls. Only C and standard
+// types appear here, so abi.cpp compiles without libtorch's heavy headers.
+#pragma once
+
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "deepsim.h"
+
+namespace deepsim {
+
+inline char* dup_string(const std::string& s) {
+  char* p = static_cast<char*>(std::malloc(s.size() + 1));
+  if (p) std::memcpy(p, s.c_str(), s.size() + 1);
+  return p;
+}
+
+// Runs f and turns every exception into an error string: nothing may unwind
+// into Go, where it would abort the process.
+template <typename Fn>
+char* guarded(Fn&& f) {
+  try {
+    f();
+    return nullptr;
+  } catch (const c10::Error& e) {
+    return dup_string(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return dup_string(e.what());
+  } catch (...) {
+    return dup_string("unknown C++ exception");
+  }
+}
+
+// Copies bytes into a malloc'd buffer that Go frees with ds_free.
+inline void to_malloc(const std::vector<char>& bytes, char** buf, int64_t* len) {
+  char* p = static_cast<char*>(std::malloc(bytes.size()));
+  if (!p) throw std::bad_alloc();
+  std::memcpy(p, bytes.data(), bytes.size());
+  *buf = p;
+  *len = static_cast<int64_t>(bytes.size());
+}
+
+// ---- comparators.cpp ----
+
+int32_t arch_input_size(const std::string& arch);
+ds_comparator* new_comparator(const ds_comparator_spec& spec);
+void free_comparator(ds_comparator* c);
+// Features of n images of h x w; *out is malloc'd, shape gets 4 dims.
+void comparator_features(ds_comparator& c, const float* x, int64_t n, int64_t h,
+                         int64_t w, float** out, int64_t shape[4]);
+// Checks a state dict file against arch ("" detects it) and returns arch.
+std::string check_state_dict(const std::string& path, std::string arch);
+std::vector<char> random_state_dict(const std::string& arch, int64_t seed);
+
+// ---- model.cpp ----
+
+ds_model* new_model(const ds_config& cfg, ds_comparator* comp);
+void free_model(ds_model* m);
+const char* const* model_terms(ds_model& m, int32_t* n);
+void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out);
+void evaluate(ds_model& m, const ds_step_input& in, ds_step_log* out);
+void reconstruct(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
+                 float* out);
+void encode(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
+            float* out);
+void decode(ds_model& m, const float* z, int64_t n, int64_t zh, int64_t zw,
+            float* out);
+std::vector<char> save_model(ds_model& m, int64_t step);
+int64_t load_model(ds_model& m, const char* buf, int64_t len);
+std::vector<char> export_comparator(ds_model& m);
+int64_t num_params(ds_model& m);
+void set_num_threads(int32_t n);
+
+}  // namespace deepsim

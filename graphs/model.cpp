@@ -1,0 +1,369 @@
+// The trained networks of a run: each task builds its networks and names
+// its train step once; then inference and checkpoints.
+#include <malloc.h>
+
+#include <optional>
+#include <stdexcept>
+
+#include "engine.h"
+
+namespace deepsim {
+namespace {
+
+namespace F = torch::nn::functional;
+
+// Discriminator balancing, with r = L_discr / L_adv after each step: D stops
+// learning when it wins too easily and resumes once it no longer does; G
+// stops while D is hopelessly behind. The first threshold is the paper's,
+// the others come from the authors' released code.
+constexpr double kStopD = 0.1;
+constexpr double kResumeD = 0.5;
+constexpr double kFreezeG = 10;
+
+// The log-variance is clamped so that exp() can neither overflow nor
+// vanish while the KL weight is still warming up.
+constexpr double kMinLogVar = -30, kMaxLogVar = 20;
+
+void set_requires_grad(torch::nn::Module& mod, bool on) {
+  for (auto& p : mod.parameters()) p.requires_grad_(on);
+}
+
+std::vector<torch::Tensor> tensors(const Named& n) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : n) out.push_back(p.second);
+  return out;
+}
+
+// The parameters each optimizer owns, by checkpoint name.
+Named g_params(ds_model& m) {
+  if (m.net) return named("", *m.net);
+  auto out = named("encoder.", *m.enc);
+  auto g = named("generator.", *m.gen);
+  out.insert(out.end(), g.begin(), g.end());
+  return out;
+}
+
+Named d_params(ds_model& m) {
+  if (!m.disc) return {};
+  return named("discriminator.", *m.disc);
+}
+
+std::unique_ptr<torch::optim::Adam> adam(const ds_config& cfg,
+                                         std::vector<torch::Tensor> params) {
+  return std::make_unique<torch::optim::Adam>(
+      params, torch::optim::AdamOptions(cfg.lr)
+                  .betas({cfg.beta1, cfg.beta2})
+                  .weight_decay(cfg.weight_decay));
+}
+
+// The code of x: for the VAE the posterior's mean and log-variance, for the
+// autoencoder the code itself and an undefined log-variance.
+std::pair<torch::Tensor, torch::Tensor> encode_x(ds_model& m, const torch::Tensor& x) {
+  auto h = m.enc->forward(x);
+  if (m.cfg.task != DS_TASK_VAE) return {h, torch::Tensor()};
+  auto parts = h.chunk(2, 1);
+  return {parts[0], parts[1].clamp(kMinLogVar, kMaxLogVar)};
+}
+
+// ---- the autoencoder and the VAE ----
+
+// One DeePSiM step: E and G learn from the weighted loss terms, D from
+// telling x from G's output.
+void deepsim_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
+                  ds_step_log* out) {
+  const double w_img = m.weight("img"), w_feat = m.weight("feat"),
+               w_adv = m.weight("adv");
+  const bool adversarial = w_adv > 0;
+  m.enc->train();
+  m.gen->train();
+  m.disc->train();
+
+  auto zero = torch::zeros({}, x.options());
+  torch::Tensor l_img = zero, l_feat = zero, l_adv = zero, l_discr = zero, kl = zero;
+  torch::Tensor g_loss = zero;
+
+  // The reconstruction. The VAE samples its code with the
+  // reparameterisation z = mu + sigma * eps, which keeps z differentiable,
+  // and pays KL(N(mu, sigma^2) || N(0, I)), summed over the latent, mean
+  // per image.
+  auto [code, logvar] = encode_x(m, x);
+  if (m.cfg.task == DS_TASK_VAE) {
+    auto eps = torch::randn(code.sizes(), m.noise, torch::kFloat32).to(code.device());
+    auto mu = code;
+    code = mu + torch::exp(0.5 * logvar) * eps;
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum() / x.size(0);
+    if (in.kl_weight > 0) g_loss = g_loss + in.kl_weight * kl;
+  }
+  auto y = m.gen->forward(code);
+
+  // Image and feature losses.
+  if (w_img > 0) {
+    l_img = F::mse_loss(y, x);
+    g_loss = g_loss + w_img * l_img;
+  }
+  if (w_feat > 0) {
+    if (!m.comp) throw std::invalid_argument("the feature loss needs a comparator");
+    torch::Tensor target;
+    {
+      torch::NoGradGuard no_grad;
+      target = m.comp->features(x);
+    }
+    l_feat = F::mse_loss(m.comp->features(y), target);
+    g_loss = g_loss + w_feat * l_feat;
+  }
+
+  // The discriminator's step, on x against G's output held fixed.
+  const bool update_d = adversarial && m.train_d;
+  const bool update_g = m.train_g;
+  if (adversarial) {
+    auto real = m.disc->forward(x);
+    auto fake = m.disc->forward(y.detach());
+    l_discr = F::binary_cross_entropy_with_logits(real, torch::ones_like(real)) +
+              F::binary_cross_entropy_with_logits(fake, torch::zeros_like(fake));
+    if (update_d) {
+      m.opt_d->zero_grad();
+      l_discr.backward();
+      m.opt_d->step();
+    }
+
+    // The adversarial loss: G tries to make D call its output real. It must
+    // not leave gradients in D.
+    set_requires_grad(*m.disc, false);
+    auto judged = m.disc->forward(y);
+    set_requires_grad(*m.disc, true);
+    l_adv = F::binary_cross_entropy_with_logits(judged, torch::ones_like(judged));
+    g_loss = g_loss + w_adv * l_adv;
+  }
+
+  // The generator's step.
+  if (update_g && g_loss.requires_grad()) {
+    m.opt_g->zero_grad();
+    g_loss.backward();
+    m.opt_g->step();
+  }
+
+  // In the order of m.terms.
+  out->values[0] = l_feat.item<double>();
+  out->values[1] = l_adv.item<double>();
+  out->values[2] = l_img.item<double>();
+  out->values[3] = l_discr.item<double>();
+  if (m.cfg.task == DS_TASK_VAE) out->values[4] = kl.item<double>();
+  out->updated_g = update_g;
+  out->updated_d = update_d;
+
+  // Balancing decides the next step's updates from this step's losses.
+  if (adversarial) {
+    const double r = out->values[3] / std::max(out->values[1], 1e-12);
+    if (m.train_d && r < kStopD) m.train_d = false;
+    else if (!m.train_d && r > kResumeD) m.train_d = true;
+    m.train_g = !(r > kFreezeG);
+  }
+}
+
+void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
+  const auto& cfg = m.cfg;
+  const int64_t s = cfg.size;
+  if (cfg.upsample != DS_UPSAMPLE_DECONV && cfg.upsample != DS_UPSAMPLE_RESIZE)
+    throw std::invalid_argument("unknown upsampling " + std::to_string(cfg.upsample));
+  const bool vae = cfg.task == DS_TASK_VAE;
+  m.comp = std::move(comp);
+  m.enc = Encoder(s, vae ? 2 * cfg.code_channels : cfg.code_channels);
+  m.gen = Generator(s, cfg.code_channels, static_cast<Upsample>(cfg.upsample));
+  m.noise.set_current_seed(static_cast<uint64_t>(cfg.seed));
+  m.disc = Discriminator(s);
+  m.enc->to(m.device);
+  m.gen->to(m.device);
+  m.disc->to(m.device);
+  m.opt_d = adam(cfg, m.disc->parameters());
+  m.step = deepsim_step;
+  m.terms = {"loss_feat", "loss_adv", "loss_img", "loss_discr"};
+  if (vae) m.terms.push_back("kl");
+}
+
+// ---- the comparator task: an Exemplar-CNN on surrogate classes ----
+
+// Cross-entropy and accuracy of the surrogate-class head; one optimizer
+// step when train.
+void classify(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
+              bool train, ds_step_log* out) {
+  if (!in.labels) throw std::invalid_argument("the comparator task needs labels");
+  auto y = torch::from_blob(const_cast<int64_t*>(in.labels), {in.n}, torch::kInt64)
+               .to(m.device);
+  if (y.min().item<int64_t>() < 0 || y.max().item<int64_t>() >= m.cfg.classes)
+    throw std::invalid_argument("label outside [0, classes)");
+  train ? m.net->train() : m.net->eval();
+  torch::Tensor logits, loss;
+  {
+    std::optional<torch::NoGradGuard> no_grad;
+    if (!train) no_grad.emplace();
+    logits = m.net->forward(x);
+    loss = F::cross_entropy(logits, y);
+  }
+  if (train) {
+    m.opt_g->zero_grad();
+    loss.backward();
+    m.opt_g->step();
+  }
+  *out = ds_step_log{};
+  out->values[0] = loss.item<double>();
+  out->values[1] = logits.argmax(1).eq(y).to(torch::kFloat64).mean().item<double>();
+  out->updated_g = train;
+}
+
+void classify_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
+                   ds_step_log* out) {
+  classify(m, x, in, true, out);
+}
+
+void build_classifier(ds_model& m) {
+  if (m.cfg.classes < 2)
+    throw std::invalid_argument("the comparator task needs at least 2 classes");
+  m.net = exemplar(m.cfg.classes);
+  msra_init(*m.net);
+  m.net->cut(11, 4);  // through the surrogate-class logits
+  m.net->to(m.device);
+  m.step = classify_step;
+  m.terms = {"loss_class", "train_acc"};
+}
+
+// glibc keeps the memory of freed activations in fragmented arenas and the
+// resident set creeps up step after step; handing free pages back now and
+// then keeps it flat at a small cost.
+void trim_now_and_then(ds_model& m) {
+  if (++m.steps_since_trim >= 16) {
+    malloc_trim(0);
+    m.steps_since_trim = 0;
+  }
+}
+
+// Puts E and G in eval mode after checking that the run has them and that
+// h and w are multiples of the encoder's downsampling factor.
+void prepare_inference(ds_model& m, int64_t h, int64_t w) {
+  if (!m.gen) throw std::invalid_argument("this run has no decoder to reconstruct with");
+  const int64_t f = int64_t{1} << stages_for(m.cfg.size);
+  if (h % f != 0 || w % f != 0)
+    throw std::invalid_argument(std::to_string(h) + "x" + std::to_string(w) +
+                                " is not a multiple of " + std::to_string(f));
+  m.enc->eval();
+  m.gen->eval();
+}
+
+}  // namespace
+
+ds_model* new_model(const ds_config& cfg, ds_comparator* comp) {
+  const int64_t s = cfg.size;
+  if (s < 16 || s % 8 != 0 || ((s / 8) & (s / 8 - 1)) != 0)
+    throw std::invalid_argument("size " + std::to_string(s) +
+                                " must be 8 times a power of two, >= 16");
+  if (cfg.n_weights < 0 || cfg.n_weights > DS_MAX_TERMS)
+    throw std::invalid_argument("too many loss weights");
+  auto m = std::make_unique<ds_model>();
+  m->cfg = cfg;
+  m->device = best_device();
+  torch::manual_seed(cfg.seed);
+  switch (cfg.task) {
+    case DS_TASK_AUTOENCODER:
+    case DS_TASK_VAE:
+      build_deepsim(*m, comp ? comp->c : nullptr);
+      break;
+    case DS_TASK_COMPARATOR:
+      build_classifier(*m);
+      break;
+    default:
+      throw std::invalid_argument("unknown task " + std::to_string(cfg.task));
+  }
+  m->opt_g = adam(cfg, tensors(g_params(*m)));
+  return m.release();
+}
+
+void free_model(ds_model* m) { delete m; }
+
+const char* const* model_terms(ds_model& m, int32_t* n) {
+  *n = static_cast<int32_t>(m.terms.size());
+  return m.terms.data();
+}
+
+void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out) {
+  auto x = input_tensor(in.x, in.n, m.cfg.size, m.cfg.size, m.device);
+  m.step(m, x, in, out);
+  trim_now_and_then(m);
+}
+
+void evaluate(ds_model& m, const ds_step_input& in, ds_step_log* out) {
+  if (!m.net) throw std::invalid_argument("evaluate is for the comparator task");
+  classify(m, input_tensor(in.x, in.n, m.cfg.size, m.cfg.size, m.device), in, false, out);
+}
+
+// The VAE reconstructs from the posterior's mean, without noise.
+void reconstruct(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
+                 float* out) {
+  prepare_inference(m, h, w);
+  torch::NoGradGuard no_grad;
+  auto code = encode_x(m, input_tensor(x, n, h, w, m.device)).first;
+  copy_out(m.gen->forward(code).clamp(-1, 1), out);
+}
+
+void encode(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
+            float* out) {
+  prepare_inference(m, h, w);
+  torch::NoGradGuard no_grad;
+  copy_out(encode_x(m, input_tensor(x, n, h, w, m.device)).first, out);
+}
+
+void decode(ds_model& m, const float* z_data, int64_t n, int64_t zh, int64_t zw,
+            float* out) {
+  prepare_inference(m, 0, 0);  // decode takes codes, not images
+  if (n < 1 || zh < 1 || zw < 1) throw std::invalid_argument("decode: empty code");
+  torch::NoGradGuard no_grad;
+  auto z = torch::from_blob(const_cast<float*>(z_data),
+                            {n, m.cfg.code_channels, zh, zw}, torch::kFloat32)
+               .to(m.device);
+  copy_out(m.gen->forward(z).clamp(-1, 1), out);
+}
+
+std::vector<char> save_model(ds_model& m, int64_t step) {
+  TensorDict dict;
+  for (const auto& [name, t] : g_params(m)) dict.insert(name, t.detach().cpu());
+  for (const auto& [name, t] : d_params(m)) dict.insert(name, t.detach().cpu());
+  put_adam(dict, "optim_g.", *m.opt_g, g_params(m));
+  if (m.opt_d) put_adam(dict, "optim_d.", *m.opt_d, d_params(m));
+  dict.insert("meta.step", torch::tensor(step, torch::kInt64));
+  dict.insert("meta.train_d", torch::tensor(int64_t{m.train_d}, torch::kInt64));
+  dict.insert("meta.train_g", torch::tensor(int64_t{m.train_g}, torch::kInt64));
+  if (m.cfg.task == DS_TASK_VAE) dict.insert("meta.noise_rng", m.noise.get_state());
+  return dict_to_bytes(dict);
+}
+
+// A failed load may leave the model half-loaded: callers discard it.
+int64_t load_model(ds_model& m, const char* buf, int64_t len) {
+  auto dict = dict_from_bytes(std::vector<char>(buf, buf + len));
+  load_params(dict, g_params(m));
+  load_params(dict, d_params(m));
+  load_adam(dict, "optim_g.", *m.opt_g, g_params(m), m.device);
+  if (m.opt_d) load_adam(dict, "optim_d.", *m.opt_d, d_params(m), m.device);
+  m.train_d = lookup(dict, "meta.train_d").item<int64_t>() != 0;
+  m.train_g = lookup(dict, "meta.train_g").item<int64_t>() != 0;
+  if (m.cfg.task == DS_TASK_VAE) m.noise.set_state(lookup(dict, "meta.noise_rng"));
+  return lookup(dict, "meta.step").item<int64_t>();
+}
+
+std::vector<char> export_comparator(ds_model& m) {
+  if (!m.net) throw std::invalid_argument("only a comparator run exports a comparator");
+  TensorDict dict;
+  for (const auto& p : m.net->features->named_parameters())
+    dict.insert("features." + p.key(), p.value().detach().cpu());
+  return dict_to_bytes(dict);
+}
+
+void set_num_threads(int32_t n) {
+  if (n > 0) torch::set_num_threads(n);
+}
+
+int64_t num_params(ds_model& m) {
+  int64_t n = 0;
+  for (const auto& p : g_params(m)) n += p.second.numel();
+  for (const auto& p : d_params(m)) n += p.second.numel();
+  return n;
+}
+
+}  // namespace deepsim

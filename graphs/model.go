@@ -1,0 +1,342 @@
+package graphs
+
+/*
+#include <stdlib.h>
+#include "deepsim.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"unsafe"
+)
+
+// Task selects which networks a Model holds and which step trains them.
+type Task int
+
+// Tasks known to the engine.
+const (
+	Autoencoder Task = C.DS_TASK_AUTOENCODER
+	// ComparatorTask trains an Exemplar-CNN on surrogate classes.
+	ComparatorTask Task = C.DS_TASK_COMPARATOR
+	// VAE is the autoencoder with a Gaussian posterior and a KL term.
+	VAE Task = C.DS_TASK_VAE
+)
+
+// Upsample is how the generator doubles its resolution.
+type Upsample int
+
+// Upsampling kinds.
+const (
+	// Deconv is the paper's transposed convolution (kernel 4, stride 2).
+	Deconv Upsample = C.DS_UPSAMPLE_DECONV
+	// Resize is nearest-neighbour resizing then a 3x3 convolution, free of
+	// checkerboard artifacts.
+	Resize Upsample = C.DS_UPSAMPLE_RESIZE
+)
+
+// Config is everything the engine needs to build a model.
+type Config struct {
+	Task         Task
+	Size         int // crop size; Size/8 must be a power of two
+	CodeChannels int // channels of the 8 x 8 code (the VAE's latent)
+	Upsample     Upsample
+	Classes      int // surrogate classes, for ComparatorTask
+	// Weights are the loss terms' weights by the names the step looks them
+	// up under ("feat", "adv", "img"); a term without one is off.
+	Weights      map[string]float64
+	LR           float64
+	Beta1, Beta2 float64
+	WeightDecay  float64
+	Seed         int64
+}
+
+// Term is one named value a training step measured: a loss term before
+// weighting, or an accuracy.
+type Term struct {
+	Name  string
+	Value float64
+}
+
+// StepLog is what one training step measured, in the order of Model.Terms.
+type StepLog struct {
+	Terms []Term
+	// UpdatedG and UpdatedD tell whether the balancing rule let G and D
+	// learn on this step.
+	UpdatedG, UpdatedD bool
+}
+
+// Get returns the named term, 0 when the step does not log it.
+func (l StepLog) Get(name string) float64 {
+	for _, t := range l.Terms {
+		if t.Name == name {
+			return t.Value
+		}
+	}
+	return 0
+}
+
+// Model is an opaque handle on the C++ networks and optimizers. It is not
+// safe for concurrent use. Close releases it.
+type Model struct {
+	ptr   *C.ds_model
+	cfg   Config
+	terms []string
+}
+
+var errClosed = errors.New("graphs: model is closed")
+
+// NewModel builds the networks of cfg with freshly initialised weights.
+// comp is the comparator of the feature loss; it may be nil when the loss
+// has no feature term. The model keeps its own reference: comp may be
+// closed at any time.
+func NewModel(cfg Config, comp *Comparator) (*Model, error) {
+	c := C.ds_config{
+		task:          C.int32_t(cfg.Task),
+		size:          C.int32_t(cfg.Size),
+		code_channels: C.int32_t(cfg.CodeChannels),
+		upsample:      C.int32_t(cfg.Upsample),
+		classes:       C.int32_t(cfg.Classes),
+		lr:            C.double(cfg.LR),
+		beta1:         C.double(cfg.Beta1),
+		beta2:         C.double(cfg.Beta2),
+		weight_decay:  C.double(cfg.WeightDecay),
+		seed:          C.int64_t(cfg.Seed),
+	}
+	if len(cfg.Weights) > C.DS_MAX_TERMS {
+		return nil, fmt.Errorf("build model: %d loss weights, at most %d", len(cfg.Weights), C.DS_MAX_TERMS)
+	}
+	names := make([]string, 0, len(cfg.Weights))
+	for name := range cfg.Weights {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for i, name := range names {
+		if len(name) >= C.DS_NAME_LEN {
+			return nil, fmt.Errorf("build model: loss weight name %q is too long", name)
+		}
+		w := &c.weights[i]
+		for j := range len(name) {
+			w.name[j] = C.char(name[j])
+		}
+		w.value = C.double(cfg.Weights[name])
+	}
+	c.n_weights = C.int32_t(len(names))
+	var cp *C.ds_comparator
+	if comp != nil {
+		if comp.ptr == nil {
+			return nil, errors.New("build model: comparator is closed")
+		}
+		cp = comp.ptr
+	}
+	var p *C.ds_model
+	err := errorFrom("build model", C.ds_model_new(&c, cp, &p))
+	runtime.KeepAlive(comp)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{ptr: p, cfg: cfg}
+	var n C.int32_t
+	names0 := C.ds_model_terms(p, &n)
+	for _, s := range unsafe.Slice(names0, int(n)) {
+		m.terms = append(m.terms, C.GoString(s))
+	}
+	// A safety net only: callers Close explicitly.
+	runtime.SetFinalizer(m, (*Model).Close)
+	return m, nil
+}
+
+// Close frees the model. It is safe to call more than once.
+func (m *Model) Close() {
+	if m.ptr != nil {
+		C.ds_model_free(m.ptr)
+		m.ptr = nil
+		runtime.SetFinalizer(m, nil)
+	}
+}
+
+// Terms names what the model's training step logs, in order.
+func (m *Model) Terms() []string { return m.terms }
+
+// NumParams is the number of trained parameters (E, G and D).
+func (m *Model) NumParams() int64 {
+	if m.ptr == nil {
+		return 0
+	}
+	return int64(C.ds_model_num_params(m.ptr))
+}
+
+// Step is one training step's input: n crops, NCHW float32 in [-1,1].
+type Step struct {
+	Batch  []float32
+	N      int
+	Labels []int64 // n class indices for ComparatorTask, else nil
+	// KLWeight weighs the VAE's KL term on this step; the caller owns its
+	// warm-up schedule.
+	KLWeight float64
+}
+
+// TrainStep runs one optimisation step and returns what it measured.
+func (m *Model) TrainStep(s Step) (StepLog, error) {
+	return m.step("train step", true, s)
+}
+
+// Evaluate returns the loss and accuracy of a ComparatorTask model on a
+// labelled batch, without training.
+func (m *Model) Evaluate(batch []float32, labels []int64, n int) (StepLog, error) {
+	return m.step("evaluate", false, Step{Batch: batch, N: n, Labels: labels})
+}
+
+func (m *Model) step(op string, train bool, s Step) (StepLog, error) {
+	batch, labels, n := s.Batch, s.Labels, s.N
+	if m.ptr == nil {
+		return StepLog{}, errClosed
+	}
+	if want := n * 3 * m.cfg.Size * m.cfg.Size; n <= 0 || len(batch) != want {
+		return StepLog{}, fmt.Errorf("%s: batch has %d floats, want %d (n=%d, size=%d)", op, len(batch), want, n, m.cfg.Size)
+	}
+	// cgo forbids Go pointers inside a struct passed to C: the input's
+	// buffers are pinned for the call instead.
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	pin.Pin(&batch[0])
+	in := C.ds_step_input{x: (*C.float)(&batch[0]), n: C.int64_t(n), kl_weight: C.double(s.KLWeight)}
+	if m.cfg.Task == ComparatorTask {
+		if len(labels) != n {
+			return StepLog{}, fmt.Errorf("%s: %d labels for %d images", op, len(labels), n)
+		}
+		pin.Pin(&labels[0])
+		in.labels = (*C.int64_t)(&labels[0])
+	}
+	var l C.ds_step_log
+	var msg *C.char
+	if train {
+		msg = C.ds_model_train_step(m.ptr, &in, &l)
+	} else {
+		msg = C.ds_model_evaluate(m.ptr, &in, &l)
+	}
+	if err := errorFrom(op, msg); err != nil {
+		return StepLog{}, err
+	}
+	out := StepLog{UpdatedG: l.updated_g != 0, UpdatedD: l.updated_d != 0}
+	for i, name := range m.terms {
+		out.Terms = append(out.Terms, Term{Name: name, Value: float64(l.values[i])})
+	}
+	return out, nil
+}
+
+// Reconstruct runs E then G on n images of h x w (NCHW float32 in [-1,1])
+// and returns the outputs in the same layout. h and w must be multiples of
+// Factor.
+func (m *Model) Reconstruct(x []float32, n, h, w int) ([]float32, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	if want := n * 3 * h * w; n <= 0 || len(x) != want {
+		return nil, fmt.Errorf("reconstruct: input has %d floats, want %d", len(x), want)
+	}
+	out := make([]float32, len(x))
+	msg := C.ds_model_reconstruct(m.ptr, (*C.float)(&x[0]), C.int64_t(n), C.int64_t(h), C.int64_t(w), (*C.float)(&out[0]))
+	runtime.KeepAlive(x)
+	if err := errorFrom("reconstruct", msg); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Factor is the encoder's total downsampling: inputs to Reconstruct and
+// Encode must be multiples of it.
+func (m *Model) Factor() int { return m.cfg.Size / 8 }
+
+// CodeShape is the shape of one code (channels, height, width) for an
+// image of h x w.
+func (m *Model) CodeShape(h, w int) (c, ch, cw int) {
+	return m.cfg.CodeChannels, h / m.Factor(), w / m.Factor()
+}
+
+// Encode returns the codes of n images of h x w: the VAE's posterior means,
+// or the autoencoder's codes, n x CodeShape(h, w) floats.
+func (m *Model) Encode(x []float32, n, h, w int) ([]float32, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	if want := n * 3 * h * w; n <= 0 || len(x) != want {
+		return nil, fmt.Errorf("encode: input has %d floats, want %d", len(x), want)
+	}
+	c, ch, cw := m.CodeShape(h, w)
+	out := make([]float32, n*c*ch*cw)
+	msg := C.ds_model_encode(m.ptr, (*C.float)(&x[0]), C.int64_t(n), C.int64_t(h), C.int64_t(w), (*C.float)(&out[0]))
+	runtime.KeepAlive(x)
+	if err := errorFrom("encode", msg); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Decode turns n codes of CodeChannels x zh x zw into images of
+// (zh*Factor) x (zw*Factor), NCHW float32 in [-1,1].
+func (m *Model) Decode(z []float32, n, zh, zw int) ([]float32, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	if want := n * m.cfg.CodeChannels * zh * zw; n <= 0 || zh <= 0 || zw <= 0 || len(z) != want {
+		return nil, fmt.Errorf("decode: code has %d floats, want %d", len(z), want)
+	}
+	f := m.Factor()
+	out := make([]float32, n*3*zh*f*zw*f)
+	msg := C.ds_model_decode(m.ptr, (*C.float)(&z[0]), C.int64_t(n), C.int64_t(zh), C.int64_t(zw), (*C.float)(&out[0]))
+	runtime.KeepAlive(z)
+	if err := errorFrom("decode", msg); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Save serialises the model at the given step as a PyTorch state dict (the
+// zip format of torch.save), including optimizer and balancing state.
+func (m *Model) Save(step int64) ([]byte, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	var buf *C.char
+	var n C.int64_t
+	if err := errorFrom("save model", C.ds_model_save(m.ptr, C.int64_t(step), &buf, &n)); err != nil {
+		return nil, err
+	}
+	return takeBytes(buf, n), nil
+}
+
+// Load restores a state written by Save and returns its step. After a failed
+// Load the model's weights are undefined: discard it.
+func (m *Model) Load(state []byte) (int64, error) {
+	if m.ptr == nil {
+		return 0, errClosed
+	}
+	if len(state) == 0 {
+		return 0, errors.New("load model: empty checkpoint")
+	}
+	var step C.int64_t
+	msg := C.ds_model_load(m.ptr, (*C.char)(unsafe.Pointer(&state[0])), C.int64_t(len(state)), &step)
+	runtime.KeepAlive(state)
+	if err := errorFrom("load model", msg); err != nil {
+		return 0, err
+	}
+	return int64(step), nil
+}
+
+// ExportComparator returns a ComparatorTask model's feature layers as a
+// state dict that an "exemplar" Comparator loads.
+func (m *Model) ExportComparator() ([]byte, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	var buf *C.char
+	var n C.int64_t
+	if err := errorFrom("export comparator", C.ds_model_export_comparator(m.ptr, &buf, &n)); err != nil {
+		return nil, err
+	}
+	return takeBytes(buf, n), nil
+}

@@ -1,0 +1,86 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+
+	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/pipeline"
+	"github.com/deepsim/deepsim/pretrained"
+)
+
+// A task is one kind of run. Each task lives in its own file and is
+// registered in tasks; Train is the loop they share. A new task is a file
+// and a line in tasks, and on the engine's side a build and a step
+// function in graphs/model.cpp.
+type task interface {
+	// defaults sets the task's own defaults over Defaults().
+	defaults(c *Config)
+	// validate checks the settings that only this task has; Config.Validate
+	// checks those every task shares.
+	validate(c Config) error
+	// engine is the engine's task.
+	engine() graphs.Task
+	// generative tells whether a run maps images to images: then it has a
+	// report, and reconstruct and eval work on it.
+	generative() bool
+	// comparator opens what the model's feature loss compares with, or
+	// returns nil when the run has none. It is opened before the images
+	// load, so that a missing one fails fast.
+	comparator(c Config, store pretrained.Store) (*graphs.Comparator, error)
+	// begin starts the task's part of a run over the loaded images.
+	begin(c Config, set *pipeline.Set, log *slog.Logger) taskRun
+}
+
+// A taskRun is a task's part of one training run.
+type taskRun interface {
+	// batch is the training batch at position i of the data stream.
+	batch(i int64) pipeline.Batch
+	// input is the step's input for b at step (counted from 1), and values
+	// the task logs beside the step's own terms.
+	input(step int64, b pipeline.Batch) (graphs.Step, []graphs.Term)
+	// measure runs after each step; what it returns joins the step's
+	// metrics line.
+	measure(model *graphs.Model, step int64, last bool) ([]graphs.Term, error)
+	// finish writes what the task leaves behind when the run ends.
+	finish(ctx context.Context, r *trainRun) error
+}
+
+// Task names.
+const (
+	TaskAutoencoder = "autoencoder"
+	TaskVAE         = "vae"
+	TaskComparator  = "comparator"
+)
+
+var tasks = map[string]task{
+	TaskAutoencoder: deepsimTask{},
+	TaskVAE:         deepsimTask{vae: true},
+	TaskComparator:  comparatorTask{},
+}
+
+func taskNamed(name string) (task, error) {
+	if t, ok := tasks[name]; ok {
+		return t, nil
+	}
+	names := make([]string, 0, len(tasks))
+	for n := range tasks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return nil, fmt.Errorf("task %q is not available (have: %s)", name, strings.Join(names, ", "))
+}
+
+// cropBatches is the stream of random training crops that the generative
+// tasks train on: batch i depends only on the seed, the images and i.
+func cropBatches(c Config, set *pipeline.Set) func(int64) pipeline.Batch {
+	return func(i int64) pipeline.Batch {
+		return pipeline.MakeBatch(set, pipeline.StreamOptions{
+			Crop:  pipeline.CropOptions{Size: c.Size, MinScale: c.MinScale, Flip: true},
+			Batch: c.Batch, Seed: uint64(c.Seed),
+		}, i)
+	}
+}

@@ -1,0 +1,126 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/internal/atomicfile"
+	"github.com/deepsim/deepsim/pipeline"
+	"github.com/deepsim/deepsim/pretrained"
+)
+
+// deepsimTask trains an encoder and a generator with the DeePSiM loss: the
+// autoencoder, or with vae the VAE, whose loss adds a KL term.
+type deepsimTask struct{ vae bool }
+
+// DefaultKLWeight weighs the KL (nats per image) against the mean-reduced
+// reconstruction terms.
+const DefaultKLWeight = 1e-3
+
+func (t deepsimTask) defaults(c *Config) {
+	if t.vae {
+		c.KLWeight, c.KLWarmup = DefaultKLWeight, 500
+	}
+}
+
+func (t deepsimTask) validate(c Config) error {
+	f := c.Size / 8
+	switch {
+	case c.Upsample != UpsampleResize && c.Upsample != UpsampleDeconv:
+		return fmt.Errorf("--upsample %q: have %s, %s", c.Upsample, UpsampleResize, UpsampleDeconv)
+	case c.KLWeight < 0 || c.KLWarmup < 0:
+		return errors.New("--kl-weight and --kl-warmup must not be negative")
+	case !t.vae && c.KLWeight > 0:
+		return errors.New("--kl-weight is for --task vae: an autoencoder has no KL term")
+	case c.Size < 16 || c.Size%8 != 0 || f&(f-1) != 0:
+		return fmt.Errorf("--size %d: must be 8 times a power of two (16, 32, 64, 128, 256)", c.Size)
+	case c.CodeChannels < 1:
+		return fmt.Errorf("--latent %d: must be at least 1 channel", c.CodeChannels)
+	case c.LambdaFeat > 0 && c.Comparator == "":
+		return errors.New("the feature loss needs a --comparator")
+	case c.ComparatorSize != 0 && c.ComparatorSize < 16:
+		return fmt.Errorf("comparator size %d: too small", c.ComparatorSize)
+	case c.LambdaFeat < 0 || c.LambdaAdv < 0 || c.LambdaImg < 0:
+		return errors.New("loss weights must not be negative")
+	case c.LambdaFeat == 0 && c.LambdaAdv == 0 && c.LambdaImg == 0:
+		return errors.New("all loss weights are 0: nothing to train")
+	case c.MinScale <= 0 || c.MinScale > 1:
+		return fmt.Errorf("min scale %g: must be in (0,1]", c.MinScale)
+	case c.MaxSide < c.Size:
+		return fmt.Errorf("max side %d: must be at least the crop size %d", c.MaxSide, c.Size)
+	}
+	return nil
+}
+
+func (t deepsimTask) engine() graphs.Task {
+	if t.vae {
+		return graphs.VAE
+	}
+	return graphs.Autoencoder
+}
+
+func (deepsimTask) generative() bool { return true }
+
+func (deepsimTask) comparator(c Config, store pretrained.Store) (*graphs.Comparator, error) {
+	if c.LambdaFeat <= 0 {
+		return nil, nil
+	}
+	return pretrained.OpenString(c.ComparatorSpec(), store, c.ComparatorSize)
+}
+
+func (t deepsimTask) begin(c Config, set *pipeline.Set, _ *slog.Logger) taskRun {
+	return &deepsimRun{cfg: c, vae: t.vae, batches: cropBatches(c, set)}
+}
+
+type deepsimRun struct {
+	cfg     Config
+	vae     bool
+	batches func(int64) pipeline.Batch
+}
+
+func (r *deepsimRun) batch(i int64) pipeline.Batch { return r.batches(i) }
+
+// input gives the VAE its KL weight, which warms up, and logs it.
+func (r *deepsimRun) input(step int64, b pipeline.Batch) (graphs.Step, []graphs.Term) {
+	s := graphs.Step{Batch: b.Data, N: b.N}
+	if !r.vae {
+		return s, nil
+	}
+	s.KLWeight = r.cfg.KLWeightAt(step)
+	return s, []graphs.Term{{Name: "kl_weight", Value: s.KLWeight}}
+}
+
+func (*deepsimRun) measure(*graphs.Model, int64, bool) ([]graphs.Term, error) { return nil, nil }
+
+// finish measures the run on its held-out images into RUN/eval.json, which
+// the report shows. The run is done whatever happens here: a failure is
+// logged.
+func (r *deepsimRun) finish(ctx context.Context, tr *trainRun) error {
+	if tr.rep == nil || len(r.cfg.Heldout) == 0 {
+		return nil
+	}
+	if err := finalEval(ctx, r.cfg, tr.opt, tr.rep); err != nil {
+		tr.log.Warn("final evaluation failed", "reason", err.Error())
+	}
+	return nil
+}
+
+func finalEval(ctx context.Context, cfg Config, opt TrainOptions, rep *reporter) error {
+	res, err := Evaluate(ctx, EvalOptions{Run: opt.Out, Data: cfg.Heldout, N: 64, Seed: 1, Store: opt.Store, Log: opt.Log})
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(opt.Out, EvalFile), append(b, '\n')); err != nil {
+		return err
+	}
+	return rep.write()
+}
