@@ -13,32 +13,63 @@ DEB_PKGS := libtorch-dev libopenblas0-openmp mate-backgrounds plasma-workspace-w
 PHOTOS   ?= /usr/share/backgrounds /usr/share/wallpapers
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo bench clean
+# Where runner keeps imported networks; the same default as the binary's.
+DEEPSIM_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/deepsim
+export DEEPSIM_HOME
+# The one trained natural-image network that can be had offline: nsfwjs's
+# Keras models (MIT), fetched from the npm registry and pinned by hash.
+NSFWJS        := nsfwjs@4.4.0
+NSFWJS_TGZ    := $(DEEPSIM_HOME)/npm/nsfwjs-4.4.0.tgz
+NSFWJS_SHA256 := 585cd178f3b994337c4d10a87b080d342fc52f8b9bf0085c4d1f345a3a1c5382
+
+.PHONY: all deps debs models build test demo bench clean
 
 all: build
 
-# Installs only the packages that are missing, and nothing else.
-deps:
+deps: debs $(NSFWJS_TGZ)
+
+# Installs only the packages that are missing, and nothing else; npm too,
+# where no npm is on the PATH.
+debs:
 	@missing=""; for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "deps: all installed"; fi
 
+# npm pack fetches the package tarball without installing or running
+# anything; it takes its place only once its hash is checked.
+$(NSFWJS_TGZ):
+	@mkdir -p $(@D) && tmp=$$(mktemp -d) && \
+	npm pack $(NSFWJS) --pack-destination "$$tmp" --silent >/dev/null && \
+	if echo "$(NSFWJS_SHA256)  $$tmp/$(@F)" | sha256sum -c --quiet; then \
+		mv "$$tmp/$(@F)" $@ && rmdir "$$tmp" && echo "deps: $(NSFWJS) in $@"; \
+	else rm -rf "$$tmp"; echo "$(NSFWJS): the tarball's sha256 is not $(NSFWJS_SHA256)"; exit 1; fi
+
+# Imports nsfwjs's MobileNetV2 and InceptionV3 into the store, where they
+# are missing: the default judge of runner eval, and comparators.
+models: build
+	@for m in mobilenetv2:mobilenet_v2 inceptionv3:inception_v3; do \
+		name=$${m%%:*}; dir=$${m#*:}; \
+		[ -f "$(DEEPSIM_HOME)/comparators/$$name.json" ] || \
+		$(BIN) comparator import $(NSFWJS_TGZ) --model $$dir --as $$name || exit 1; \
+	done
+
 build: deps
 	$(GO) build -o $(BIN) ./cmd/runner
 
 # -count=1: never a cached pass, since some tests use programs (chromium)
-# that Go's test cache cannot see.
+# and files (the nsfwjs tarball) that Go's test cache cannot see.
 test: deps
 	@bad=$$(gofmt -l .); if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 
-demo: build
+demo: models
 	./scripts/demo.sh $(DEMO) $(PHOTOS)
 
 bench: build

@@ -28,6 +28,11 @@ char* ds_comparator_features(ds_comparator* c, const float* x, int64_t n,
   return guarded([&] { deepsim::comparator_features(*c, x, n, h, w, out, shape); });
 }
 
+char* ds_comparator_distance(ds_comparator* c, const float* a, const float* b,
+                             int64_t n, int64_t h, int64_t w, double* out) {
+  return guarded([&] { deepsim::comparator_distance(*c, a, b, n, h, w, out); });
+}
+
 char* ds_state_dict_check(const char* path, const char* arch, char** arch_out) {
   *arch_out = nullptr;
   return guarded([&] {

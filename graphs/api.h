@@ -55,6 +55,8 @@ void free_comparator(ds_comparator* c);
 // Features of n images of h x w; *out is malloc'd, shape gets 4 dims.
 void comparator_features(ds_comparator& c, const float* x, int64_t n, int64_t h,
                          int64_t w, float** out, int64_t shape[4]);
+void comparator_distance(ds_comparator& c, const float* a, const float* b, int64_t n,
+                         int64_t h, int64_t w, double* out);
 // Checks a state dict file against arch ("" detects it) and returns arch.
 std::string check_state_dict(const std::string& path, std::string arch);
 std::vector<char> random_state_dict(const std::string& arch, int64_t seed);

@@ -15,8 +15,13 @@ import (
 
 // ComparatorSpec says how to build a comparator.
 type ComparatorSpec struct {
-	Arch  string // "alexnet", "vgg16", "exemplar" or "torchscript"
-	Layer string // a layer of Arch; for "torchscript" a submodule or ""
+	// Arch is a registered architecture ("alexnet", "vgg16", "exemplar"),
+	// "torchscript" or "graph".
+	Arch string
+	// Layer is the layer whose output are the features, several joined by
+	// '+', or "" for the architecture's default taps; for "torchscript" a
+	// submodule, or "" for forward.
+	Layer string
 	// Weights is a state dict file (torch.save format), or the module file
 	// for "torchscript"; WeightsData is a state dict in memory instead.
 	// With neither, the weights are random from Seed.
@@ -26,6 +31,11 @@ type ComparatorSpec struct {
 	// InputSize is the side the comparator resizes its input to: InputOwn
 	// for the architecture's own, InputNative for none.
 	InputSize int
+	// A "graph" network: its layers, its input's normalisation and the
+	// side its weights were trained at.
+	Graph   []Layer
+	Norm    Norm
+	OwnSize int
 }
 
 // Special values of ComparatorSpec.InputSize.
@@ -63,7 +73,14 @@ func NewComparator(spec ComparatorSpec) (*Comparator, error) {
 		}
 	}()
 	c := C.ds_comparator_spec{arch: cs[0], layer: cs[1], weights: cs[2],
-		seed: C.int64_t(spec.Seed), input_size: C.int32_t(spec.InputSize)}
+		seed: C.int64_t(spec.Seed), input_size: C.int32_t(spec.InputSize),
+		norm: C.int32_t(spec.Norm), own_size: C.int32_t(spec.OwnSize)}
+	graph, freeGraph, err := cGraph(spec.Graph)
+	if err != nil {
+		return nil, fmt.Errorf("build comparator: %w", err)
+	}
+	defer freeGraph()
+	c.graph, c.n_graph = graph, C.int32_t(len(spec.Graph))
 	if len(spec.WeightsData) > 0 {
 		// A C copy: cgo forbids Go pointers inside the struct passed to C.
 		data := C.CBytes(spec.WeightsData)
@@ -115,6 +132,28 @@ func (c *Comparator) Features(x []float32, n, h, w int) ([]float32, [4]int, erro
 	f := make([]float32, total)
 	copy(f, unsafe.Slice((*float32)(unsafe.Pointer(out)), total))
 	return f, shape, nil
+}
+
+// Distance returns the perceptual distance of n pairs of images of h x w
+// (a[i], b[i], NCHW float32 in [-1,1]): LPIPS without its learned weights.
+// At each tap the features are scaled to unit length over channels at every
+// position; their squared differences are summed over channels and averaged
+// over positions, and the taps' distances are summed.
+func (c *Comparator) Distance(a, b []float32, n, h, w int) ([]float64, error) {
+	if c.ptr == nil {
+		return nil, errors.New("distance: comparator is closed")
+	}
+	if want := n * 3 * h * w; n <= 0 || len(a) != want || len(b) != want {
+		return nil, fmt.Errorf("distance: inputs have %d and %d floats, want %d", len(a), len(b), want)
+	}
+	out := make([]float64, n)
+	msg := C.ds_comparator_distance(c.ptr, (*C.float)(&a[0]), (*C.float)(&b[0]), C.int64_t(n), C.int64_t(h), C.int64_t(w), (*C.double)(&out[0]))
+	runtime.KeepAlive(a)
+	runtime.KeepAlive(b)
+	if err := errorFrom("distance", msg); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // CheckStateDict checks every key and shape of a state dict file against

@@ -3,9 +3,11 @@
 #include <torch/script.h>
 
 #include <map>
+#include <sstream>
 #include <stdexcept>
 
 #include "engine.h"
+#include "graphnet.h"
 
 namespace deepsim {
 namespace {
@@ -18,20 +20,17 @@ struct Cut {
   size_t nf, nc;
 };
 
-// How an architecture's weights expect their [-1,1] input.
-enum class Norm {
-  ImageNet,      // [0,1] RGB, then ImageNet's mean and std
-  PlusMinusOne,  // as it comes
-};
-
 // One architecture: everything needed to build it, cut it at a named layer,
 // feed it and load its weights. A new architecture is one entry in archs().
 struct Arch {
   std::string name;
   FeatureNet (*build)(int64_t classes);
   std::map<std::string, Cut> layers;
+  // The layers a comparator taps when none is named: one per scale, as
+  // LPIPS does.
+  std::vector<std::string> default_taps;
   int32_t input_size;  // the side its weights were trained at
-  Norm norm;
+  ds_norm norm;
   // Its weights ship without the classifier (features.* keys only).
   bool features_only;
   // Recognises its state dicts: features.0.weight's output channels and
@@ -65,12 +64,15 @@ const std::vector<Arch>& archs() {
       {"alexnet", [](int64_t) { return alexnet(); },
        {{"conv1", {3, 0}}, {"conv2", {6, 0}}, {"conv3", {8, 0}}, {"conv4", {10, 0}},
         {"conv5", {13, 0}}, {"fc6", {13, 3}}, {"fc7", {13, 6}}, {"fc8", {13, 7}}},
-       224, Norm::ImageNet, false, 64, 11},
-      {"vgg16", [](int64_t) { return vgg16(); }, vgg16_layers(), 224, Norm::ImageNet,
-       false, 64, 3},
+       {"conv1", "conv2", "conv3", "conv4", "conv5"},
+       224, DS_NORM_IMAGENET, false, 64, 11},
+      {"vgg16", [](int64_t) { return vgg16(); }, vgg16_layers(),
+       {"conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"},
+       224, DS_NORM_IMAGENET, false, 64, 3},
       {"exemplar", [](int64_t classes) { return exemplar(classes); },
        {{"conv1", {3, 0}}, {"conv2", {6, 0}}, {"conv3", {9, 0}}, {"conv4", {11, 0}}},
-       64, Norm::PlusMinusOne, true, 32, 5},
+       {"conv1", "conv2", "conv3", "conv4"},
+       64, DS_NORM_SIGNED, true, 32, 5},
   };
   return all;
 }
@@ -98,6 +100,19 @@ Cut find_layer(const Arch& a, const std::string& layer) {
   return it->second;
 }
 
+// The taps a layer spec names: "a", "a+b", or "" for the defaults.
+std::vector<std::string> split_taps(const std::string& layer,
+                                    const std::vector<std::string>& defaults) {
+  if (layer.empty()) return defaults;
+  std::vector<std::string> out;
+  std::stringstream in(layer);
+  for (std::string t; std::getline(in, t, '+');) {
+    if (t.empty()) throw std::invalid_argument("empty layer name in \"" + layer + "\"");
+    out.push_back(t);
+  }
+  return out;
+}
+
 // Resizes to size x size; size 0 keeps the input as it is.
 torch::Tensor resize_to(const torch::Tensor& x, int64_t size) {
   if (size == 0 || (x.size(2) == size && x.size(3) == size)) return x;
@@ -108,39 +123,104 @@ torch::Tensor resize_to(const torch::Tensor& x, int64_t size) {
              .align_corners(false));
 }
 
-// ImageNet's per-channel mean and std, for inputs in [0,1].
-torch::Tensor imagenet_mean() { return torch::tensor({0.485, 0.456, 0.406}).view({1, 3, 1, 1}); }
-torch::Tensor imagenet_std() { return torch::tensor({0.229, 0.224, 0.225}).view({1, 3, 1, 1}); }
-
-// A registered architecture, cut at a layer, with fixed weights.
-class NetComparator : public Comparator {
+// Resizes [-1,1] RGB to the comparator's side and scales it as its weights
+// expect.
+class Input {
  public:
-  NetComparator(FeatureNet net, Cut cut, int64_t input_size, Norm norm)
-      : net_(std::move(net)), size_(input_size), norm_(norm) {
-    net_->cut(cut.nf, cut.nc);
-    net_->eval();
-    for (auto& p : net_->parameters()) p.requires_grad_(false);
-    mean_ = imagenet_mean();
-    std_ = imagenet_std();
+  Input(int64_t size, ds_norm norm) : size_(size), norm_(norm) {
+    mean_ = torch::tensor({0.485, 0.456, 0.406}).view({1, 3, 1, 1});
+    std_ = torch::tensor({0.229, 0.224, 0.225}).view({1, 3, 1, 1});
   }
 
-  torch::Tensor features(const torch::Tensor& x) override {
+  torch::Tensor operator()(const torch::Tensor& x) const {
     auto h = resize_to(x, size_);
-    if (norm_ == Norm::ImageNet) h = ((h + 1) / 2 - mean_) / std_;
-    return net_->forward(h);
+    switch (norm_) {
+      case DS_NORM_IMAGENET:
+        return ((h + 1) / 2 - mean_) / std_;
+      case DS_NORM_UNIT:
+        return (h + 1) / 2;
+      case DS_NORM_SIGNED:
+        return h;
+    }
+    throw std::invalid_argument("unknown input normalisation " + std::to_string(norm_));
   }
 
-  void to(torch::Device d) override {
-    net_->to(d);
+  void to(torch::Device d) {
     mean_ = mean_.to(d);
     std_ = std_.to(d);
   }
 
  private:
-  FeatureNet net_;
   int64_t size_;
-  Norm norm_;
+  ds_norm norm_;
   torch::Tensor mean_, std_;
+};
+
+// A registered architecture with fixed weights, tapped at named layers.
+class NetComparator : public Comparator {
+ public:
+  NetComparator(FeatureNet net, std::vector<Cut> cuts, Input input)
+      : net_(std::move(net)), input_(std::move(input)) {
+    net_->eval();
+    for (auto& p : net_->parameters()) p.requires_grad_(false);
+    // The modules in order: features, then pooling, flattening and the
+    // classifier. A tap is a count of modules applied.
+    std::vector<torch::nn::AnyModule> all;
+    for (const auto& m : *net_->features) all.push_back(m);
+    all.emplace_back(net_->avgpool);
+    all.emplace_back(torch::nn::Flatten());
+    for (const auto& m : *net_->classifier) all.push_back(m);
+    size_t deepest = 0;
+    for (const auto& c : cuts) {
+      size_t at = c.nc == 0 ? c.nf : net_->features->size() + 2 + c.nc;
+      taps_.push_back(at);
+      deepest = std::max(deepest, at);
+    }
+    chain_.assign(all.begin(), all.begin() + deepest);
+  }
+
+  std::vector<torch::Tensor> features(const torch::Tensor& x) override {
+    std::vector<torch::Tensor> out(taps_.size());
+    auto h = input_(x);
+    for (size_t i = 0; i <= chain_.size(); i++) {
+      for (size_t t = 0; t < taps_.size(); t++)
+        if (taps_[t] == i) out[t] = h;
+      if (i < chain_.size()) h = chain_[i].forward(h);
+    }
+    return out;
+  }
+
+  void to(torch::Device d) override {
+    net_->to(d);
+    input_.to(d);
+  }
+
+ private:
+  FeatureNet net_;
+  Input input_;
+  std::vector<torch::nn::AnyModule> chain_;
+  std::vector<size_t> taps_;
+};
+
+// A network built from a graph of layers, as imported from Keras.
+class GraphComparator : public Comparator {
+ public:
+  GraphComparator(GraphNet net, Input input) : net_(std::move(net)), input_(std::move(input)) {
+    net_->eval();
+  }
+
+  std::vector<torch::Tensor> features(const torch::Tensor& x) override {
+    return net_->forward(input_(x));
+  }
+
+  void to(torch::Device d) override {
+    net_->to(d);
+    input_.to(d);
+  }
+
+ private:
+  GraphNet net_;
+  Input input_;
 };
 
 // A TorchScript module brought by the user: its forward, or the forward of
@@ -148,42 +228,34 @@ class NetComparator : public Comparator {
 // input_size, the convention of torchvision models.
 class ScriptComparator : public Comparator {
  public:
-  ScriptComparator(const std::string& path, std::string submodule,
-                   int64_t input_size)
-      : mod_(torch::jit::load(path)),
-        sub_(std::move(submodule)),
-        size_(input_size) {
+  ScriptComparator(const std::string& path, std::string submodule, Input input)
+      : mod_(torch::jit::load(path)), sub_(std::move(submodule)), input_(std::move(input)) {
     if (!sub_.empty() && !mod_.hasattr(sub_))
       throw std::invalid_argument("TorchScript module " + path +
                                   " has no submodule \"" + sub_ + "\"");
     mod_.eval();
     for (auto p : mod_.parameters()) p.requires_grad_(false);
-    mean_ = imagenet_mean();
-    std_ = imagenet_std();
   }
 
-  torch::Tensor features(const torch::Tensor& x) override {
-    auto h = ((resize_to(x, size_) + 1) / 2 - mean_) / std_;
+  std::vector<torch::Tensor> features(const torch::Tensor& x) override {
     auto m = sub_.empty() ? mod_ : mod_.attr(sub_).toModule();
-    torch::IValue out = m.forward({h});
+    torch::IValue out = m.forward({input_(x)});
     if (out.isTuple()) out = out.toTupleRef().elements().at(0);
     if (out.isList()) out = out.toListRef().at(0);
     if (!out.isTensor())
       throw std::runtime_error("TorchScript comparator did not return a tensor");
-    return out.toTensor();
+    return {out.toTensor()};
   }
 
   void to(torch::Device d) override {
     mod_.to(d);
-    mean_ = mean_.to(d);
-    std_ = std_.to(d);
+    input_.to(d);
   }
 
  private:
   torch::jit::script::Module mod_;
   std::string sub_;
-  int64_t size_;
-  torch::Tensor mean_, std_;
+  Input input_;
 };
 
 // He initialisation for ReLU networks: random comparators keep the scale
@@ -198,10 +270,12 @@ void random_init(nn::Module& m) {
   }
 }
 
-// Checks every key and shape of dict against net and names the first
-// mismatch; an architecture that ships features only needs no classifier.
-void check_dict(const TensorDict& dict, FeatureNet& net, const Arch& a) {
-  const auto params = net->named_parameters();
+// Checks every key and shape of dict against a network's parameters and
+// names the first mismatch; with features_only the classifier's keys are
+// not required.
+void check_params(const TensorDict& dict,
+                  const torch::OrderedDict<std::string, torch::Tensor>& params,
+                  const std::string& what, bool features_only) {
   auto unexpected = [&] {
     std::string keys;
     for (const auto& kv : dict)
@@ -210,20 +284,20 @@ void check_dict(const TensorDict& dict, FeatureNet& net, const Arch& a) {
   };
   for (const auto& p : params) {
     const auto& key = p.key();
-    if (a.features_only && key.rfind("features.", 0) != 0) continue;
+    if (features_only && key.rfind("features.", 0) != 0) continue;
     auto it = dict.find(key);
     if (it == dict.end()) {
       const std::string extra = unexpected();
       throw std::runtime_error(
-          a.name + " state dict: missing key \"" + key + "\"" +
+          what + " state dict: missing key \"" + key + "\"" +
           (extra.empty() ? "" : " (unexpected keys:" + extra + ")"));
     }
     if (it->value().sizes() != p.value().sizes())
-      throw std::runtime_error(a.name + " state dict: " +
+      throw std::runtime_error(what + " state dict: " +
                                shape_mismatch(key, it->value(), p.value()));
   }
   if (const std::string extra = unexpected(); !extra.empty())
-    throw std::runtime_error(a.name + " state dict: unexpected keys:" + extra);
+    throw std::runtime_error(what + " state dict: unexpected keys:" + extra);
 }
 
 const Arch& detect_arch(const TensorDict& dict) {
@@ -248,39 +322,56 @@ int64_t input_side(int32_t requested, int32_t own) {
   return requested;
 }
 
+// The weights a spec gives, from a file or from memory.
+TensorDict spec_weights(const ds_comparator_spec& spec, const std::string& file) {
+  if (spec.weights_len > 0)
+    return dict_from_bytes(
+        std::vector<char>(spec.weights_data, spec.weights_data + spec.weights_len));
+  return dict_from_file(file);
+}
+
 std::shared_ptr<Comparator> make_comparator(const ds_comparator_spec& spec) {
   const std::string arch = spec.arch ? spec.arch : "";
   const std::string layer = spec.layer ? spec.layer : "";
   const std::string weights = spec.weights ? spec.weights : "";
   if (arch == "torchscript") {
     if (weights.empty()) throw std::invalid_argument("torchscript comparator needs a file");
-    const int64_t size = input_side(spec.input_size, kScriptInputSize);
+    Input input(input_side(spec.input_size, kScriptInputSize), DS_NORM_IMAGENET);
     try {
-      return std::make_shared<ScriptComparator>(weights, layer, size);
+      return std::make_shared<ScriptComparator>(weights, layer, input);
     } catch (const c10::Error& e) {
       throw std::runtime_error(weights + ": not a loadable TorchScript module (" +
                                e.what_without_backtrace() + ")");
     }
   }
+  if (arch == "graph") {
+    if (weights.empty() && spec.weights_len == 0)
+      throw std::invalid_argument("a graph network needs its weights");
+    GraphNet net(spec.graph, spec.n_graph);
+    net->set_taps(split_taps(layer, {}));
+    auto dict = spec_weights(spec, weights);
+    check_params(dict, net->named_parameters(), "graph", false);
+    load_params(dict, named("", *net));
+    Input input(input_side(spec.input_size, spec.own_size), static_cast<ds_norm>(spec.norm));
+    return std::make_shared<GraphComparator>(net, input);
+  }
   const Arch& a = find_arch(arch);
-  const int64_t size = input_side(spec.input_size, a.input_size);
-  const Cut cut = find_layer(a, layer);
+  Input input(input_side(spec.input_size, a.input_size), a.norm);
+  std::vector<Cut> cuts;
+  for (const auto& t : split_taps(layer, a.default_taps)) cuts.push_back(find_layer(a, t));
   torch::manual_seed(spec.seed);
   auto net = a.build(1000);
   if (weights.empty() && spec.weights_len == 0) {
     random_init(*net);
   } else {
-    auto dict = spec.weights_len > 0
-                    ? dict_from_bytes(std::vector<char>(
-                          spec.weights_data, spec.weights_data + spec.weights_len))
-                    : dict_from_file(weights);
-    check_dict(dict, net, a);
+    auto dict = spec_weights(spec, weights);
+    check_params(dict, net->named_parameters(), a.name, a.features_only);
     Named params;
     for (const auto& p : net->named_parameters())
       if (dict.contains(p.key())) params.emplace_back(p.key(), p.value());
     load_params(dict, params);
   }
-  return std::make_shared<NetComparator>(net, cut, size, a.norm);
+  return std::make_shared<NetComparator>(net, cuts, input);
 }
 
 }  // namespace
@@ -303,7 +394,12 @@ void free_comparator(ds_comparator* c) { delete c; }
 void comparator_features(ds_comparator& c, const float* x, int64_t n, int64_t h,
                          int64_t w, float** out, int64_t shape[4]) {
   torch::NoGradGuard no_grad;
-  auto f = c.c->features(input_tensor(x, n, h, w, c.device));
+  auto taps = c.c->features(input_tensor(x, n, h, w, c.device));
+  torch::Tensor f = taps[0];
+  if (taps.size() > 1) {
+    for (auto& t : taps) t = t.reshape({n, -1});
+    f = torch::cat(taps, 1);
+  }
   while (f.dim() < 4) f = f.unsqueeze(-1);
   if (f.dim() != 4)
     throw std::runtime_error("comparator features have " + std::to_string(f.dim()) +
@@ -316,11 +412,28 @@ void comparator_features(ds_comparator& c, const float* x, int64_t n, int64_t h,
   *out = p;
 }
 
+void comparator_distance(ds_comparator& c, const float* a, const float* b, int64_t n,
+                         int64_t h, int64_t w, double* out) {
+  torch::NoGradGuard no_grad;
+  auto fa = c.c->features(input_tensor(a, n, h, w, c.device));
+  auto fb = c.c->features(input_tensor(b, n, h, w, c.device));
+  auto d = torch::zeros({n}, torch::kFloat64);
+  for (size_t t = 0; t < fa.size(); t++) {
+    // LPIPS's normalisation: unit length over channels, at each position.
+    auto unit = [](const torch::Tensor& f) {
+      return f / (f.pow(2).sum(1, /*keepdim=*/true).sqrt() + 1e-10);
+    };
+    auto sq = (unit(fa[t]) - unit(fb[t])).pow(2).sum(1);  // n, then positions
+    d += sq.reshape({n, -1}).mean(1).to(torch::kCPU, torch::kFloat64);
+  }
+  std::memcpy(out, d.data_ptr<double>(), sizeof(double) * n);
+}
+
 std::string check_state_dict(const std::string& path, std::string arch) {
   auto dict = dict_from_file(path);
   const Arch& a = arch.empty() ? detect_arch(dict) : find_arch(arch);
   auto net = a.build(1000);
-  check_dict(dict, net, a);
+  check_params(dict, net->named_parameters(), a.name, a.features_only);
   return a.name;
 }
 

@@ -23,12 +23,71 @@ enum {
   DS_INPUT_NATIVE = -1  /* no resizing: the input's own size */
 };
 
-/* arch: a registered architecture ("alexnet", "vgg16", "exemplar") or
- * "torchscript". layer: a layer name of arch; for torchscript a submodule
- * name or "". weights: a state dict file (torch.save format) or, for
- * torchscript, the module file; weights_data/weights_len: a state dict in
- * memory instead. With neither, random weights from seed (not for
- * torchscript). input_size: > 0, or DS_INPUT_OWN or DS_INPUT_NATIVE. */
+/* How a network's weights expect their input, which the caller hands over
+ * as RGB in [-1,1]. */
+enum ds_norm {
+  DS_NORM_IMAGENET = 0, /* [0,1], then ImageNet's per-channel mean and std */
+  DS_NORM_UNIT = 1,     /* [0,1]: 8-bit values / 255 */
+  DS_NORM_SIGNED = 2    /* [-1,1], as it comes */
+};
+
+/* A network given as a graph of layers (arch "graph"), as imported from a
+ * Keras model: each layer computes one op from earlier layers' outputs.
+ * Parameters are named "<name>.weight", "<name>.bias" and, for batch norm,
+ * "<name>.running_mean" and "<name>.running_var", in PyTorch's layouts. */
+enum ds_op {
+  DS_OP_INPUT = 0,
+  DS_OP_ZERO_PAD,       /* pad */
+  DS_OP_CONV,           /* kernel, stride, dilation, pad or same, channels, bias */
+  DS_OP_DEPTHWISE_CONV, /* the same, out = in * multiplier */
+  DS_OP_BATCH_NORM,     /* epsilon, scale (has gamma), center (has beta) */
+  DS_OP_RELU,           /* max_value (< 0: none), negative_slope, threshold */
+  DS_OP_ACTIVATION,     /* activation */
+  DS_OP_ADD,
+  DS_OP_CONCAT,         /* along channels */
+  DS_OP_MAX_POOL,       /* kernel, stride, pad or same */
+  DS_OP_AVG_POOL,       /* the same; padded cells are not counted */
+  DS_OP_GLOBAL_AVG_POOL,
+  DS_OP_FLATTEN,        /* in Keras' order: rows, columns, channels */
+  DS_OP_DENSE,          /* channels, bias */
+  DS_OP_IDENTITY        /* dropout, at inference */
+};
+
+enum ds_activation {
+  DS_ACT_LINEAR = 0,
+  DS_ACT_RELU,
+  DS_ACT_SOFTMAX,
+  DS_ACT_SIGMOID,
+  DS_ACT_TANH
+};
+
+enum { DS_MAX_INPUTS = 8 };
+
+typedef struct {
+  const char *name;
+  int32_t op;         /* enum ds_op */
+  int32_t activation; /* enum ds_activation, applied after the op */
+  int32_t n_inputs;
+  int32_t inputs[DS_MAX_INPUTS]; /* indices of earlier layers */
+  int32_t kernel[2], stride[2], dilation[2];
+  int32_t pad[4]; /* top, bottom, left, right */
+  int32_t same;   /* TF's "same" padding, from the input's size */
+  int32_t in_channels, out_channels, multiplier;
+  int32_t bias, scale, center;
+  double epsilon;
+  double max_value;
+  double negative_slope, threshold;
+} ds_layer;
+
+/* arch: a registered architecture ("alexnet", "vgg16", "exemplar"),
+ * "torchscript" or "graph". layer: the layer whose output is the features,
+ * or several joined by '+', or "" for the architecture's default taps; for
+ * torchscript a submodule name or "" for forward. weights: a state dict
+ * file (torch.save format) or, for torchscript, the module file;
+ * weights_data/weights_len: a state dict in memory instead. With neither,
+ * random weights from seed (not for torchscript or graph). input_size: > 0,
+ * or DS_INPUT_OWN or DS_INPUT_NATIVE. graph, norm and own_size describe an
+ * arch "graph" network. */
 typedef struct {
   const char *arch;
   const char *layer;
@@ -37,6 +96,10 @@ typedef struct {
   int64_t weights_len;
   int64_t seed;
   int32_t input_size;
+  const ds_layer *graph;
+  int32_t n_graph;
+  int32_t norm;     /* enum ds_norm */
+  int32_t own_size; /* the input side its weights were trained at */
 } ds_comparator_spec;
 
 /* The input side an architecture's weights were trained at; an error names
@@ -47,10 +110,19 @@ char *ds_comparator_new(const ds_comparator_spec *spec, ds_comparator **out);
 void ds_comparator_free(ds_comparator *c);
 
 /* Features of n images (NCHW floats in [-1,1]); *out is malloc'd and shape
- * gets 4 dims (fully connected layers give n x d x 1 x 1). */
+ * gets 4 dims (fully connected layers give n x d x 1 x 1; several taps give
+ * each image's taps flattened and joined, n x d x 1 x 1). */
 char *ds_comparator_features(ds_comparator *c, const float *x, int64_t n,
                              int64_t h, int64_t w, float **out,
                              int64_t shape[4]);
+
+/* The perceptual distance of n pairs of images (a[i], b[i]), LPIPS without
+ * its learned weights: at each tap the features are scaled to unit length
+ * over channels at every position, their squared differences are summed
+ * over channels and averaged over positions, and the taps' distances are
+ * summed. out gets n values. */
+char *ds_comparator_distance(ds_comparator *c, const float *a, const float *b,
+                             int64_t n, int64_t h, int64_t w, double *out);
 
 /* Checks that a state dict file fits an architecture, every key and shape.
  * arch may be "" to detect it from the keys; *arch_out (malloc'd) names

@@ -67,10 +67,11 @@ void load_adam(const TensorDict& dict, const std::string& prefix,
 
 // The comparator C: a fixed network whose features define similarity. It
 // owns its input normalisation and size, so callers pass [-1,1] pixels.
+// Its features are the outputs of one or more layers (taps).
 class Comparator {
  public:
   virtual ~Comparator() = default;
-  virtual torch::Tensor features(const torch::Tensor& x) = 0;
+  virtual std::vector<torch::Tensor> features(const torch::Tensor& x) = 0;
   virtual void to(torch::Device d) = 0;
 };
 

@@ -103,12 +103,15 @@ void deepsim_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
   }
   if (w_feat > 0) {
     if (!m.comp) throw std::invalid_argument("the feature loss needs a comparator");
-    torch::Tensor target;
+    std::vector<torch::Tensor> target;
     {
       torch::NoGradGuard no_grad;
       target = m.comp->features(x);
     }
-    l_feat = F::mse_loss(m.comp->features(y), target);
+    // With several taps, the sum of each tap's mean squared error.
+    auto fy = m.comp->features(y);
+    l_feat = F::mse_loss(fy[0], target[0]);
+    for (size_t i = 1; i < fy.size(); i++) l_feat = l_feat + F::mse_loss(fy[i], target[i]);
     g_loss = g_loss + w_feat * l_feat;
   }
 

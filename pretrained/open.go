@@ -88,6 +88,11 @@ func Open(spec Spec, store Store, inputSize int) (*graphs.Comparator, error) {
 			return nil, err
 		}
 		gs.Weights = store.WeightsPath(spec.Name)
+		if e.Arch == ArchKeras {
+			if err := store.graphSpec(e, &gs); err != nil {
+				return nil, err
+			}
+		}
 	}
 	c, err := graphs.NewComparator(gs)
 	if err != nil {

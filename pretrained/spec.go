@@ -29,7 +29,10 @@ type Spec struct {
 // Shipped is the name of the comparator that ships with the project.
 const Shipped = "exemplar"
 
-// Parse reads SPEC as NAME:LAYER, ARCH-random:LAYER or FILE.pt[:SUBMODULE].
+// Parse reads SPEC as NAME[:LAYERS], ARCH-random[:LAYERS] or
+// FILE.pt[:SUBMODULE]. LAYERS is one layer or several joined by '+' (the
+// features are then all of theirs); without it a network is tapped at its
+// default layers, one per scale.
 func Parse(spec string) (Spec, error) {
 	if spec == "" {
 		return Spec{}, fmt.Errorf("empty comparator spec")
@@ -41,8 +44,8 @@ func Parse(spec string) (Spec, error) {
 		}
 		return Spec{Name: name, Arch: "torchscript", Layer: layer, Script: name}, nil
 	}
-	if layer == "" {
-		return Spec{}, fmt.Errorf("comparator %q names no layer: write NAME:LAYER, e.g. alexnet:conv5", spec)
+	if strings.HasPrefix(layer, "+") || strings.HasSuffix(layer, "+") || strings.Contains(layer, "++") {
+		return Spec{}, fmt.Errorf("comparator %q: an empty layer name among %q", spec, layer)
 	}
 	if arch, ok := strings.CutSuffix(name, "-random"); ok {
 		if arch == "torchscript" {

@@ -30,10 +30,21 @@ type Store struct {
 type Entry struct {
 	Name     string    `json:"name"`
 	Arch     string    `json:"arch"`
-	SHA256   string    `json:"sha256"`
+	SHA256   string    `json:"sha256"` // of NAME.pt
 	Bytes    int64     `json:"bytes"`
 	Source   string    `json:"source"`
 	Imported time.Time `json:"imported"`
+
+	// Keras (TF.js) imports: the model's folder inside Source, the SHA-256
+	// of its layer graph (NAME.graph.json), the input side and range its
+	// weights expect, the layers a judge taps by default and the number of
+	// weight values.
+	Model       string   `json:"model,omitempty"`
+	GraphSHA256 string   `json:"graph_sha256,omitempty"`
+	InputSize   int      `json:"input_size,omitempty"`
+	Input       string   `json:"input,omitempty"`
+	Taps        []string `json:"taps,omitempty"`
+	Params      int      `json:"params,omitempty"`
 }
 
 func (s Store) dir() string { return filepath.Join(s.Home, "comparators") }
@@ -44,7 +55,7 @@ func (s Store) WeightsPath(name string) string { return filepath.Join(s.dir(), n
 func (s Store) manifestPath(name string) string { return filepath.Join(s.dir(), name+".json") }
 
 // ImportHint is the command that puts weights in the store, for errors.
-const ImportHint = "runner comparator import FILE.pth --as NAME [--arch alexnet|vgg16]"
+const ImportHint = "runner comparator import FILE.pth|MODEL.tgz --as NAME [--arch alexnet|vgg16] [--model PATH]"
 
 // ErrLegacyFormat is returned for files in the pre-1.6 torch.save format.
 var ErrLegacyFormat = errors.New("legacy torch.save format")
@@ -194,6 +205,9 @@ func (s Store) List() ([]Entry, error) {
 	}
 	var out []Entry
 	for _, m := range matches {
+		if strings.HasSuffix(m, ".graph.json") {
+			continue // a Keras import's layer graph, beside its entry
+		}
 		e, err := s.Lookup(strings.TrimSuffix(filepath.Base(m), ".json"))
 		if err != nil {
 			return nil, err

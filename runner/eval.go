@@ -18,10 +18,12 @@ type EvalOptions struct {
 	N    int    // crops to evaluate on
 	Seed uint64 // fixes the crops, so runs are measured on identical inputs
 	// Judge is the independent comparator; "" picks one the run did not
-	// train with (DefaultJudge).
-	Judge string
-	Store pretrained.Store
-	Log   *slog.Logger
+	// train with (DefaultJudge). JudgeSize is the side it sees the crops
+	// at; 0 is the crops' own (or the least its network takes).
+	Judge     string
+	JudgeSize int
+	Store     pretrained.Store
+	Log       *slog.Logger
 }
 
 // EvalResult holds the measurements of one run on fixed held-out crops.
@@ -37,16 +39,38 @@ type EvalResult struct {
 	ImageErrorPct              float64 `json:"image_error_pct"`
 	FeatureErrorPct            float64 `json:"feature_error_pct"`
 	FeatureErrorIndependentPct float64 `json:"feature_error_independent_pct"`
-	SharpnessRatio             float64 `json:"sharpness_ratio"`
+	// PerceptualDistance is the judge's LPIPS-style distance between each
+	// crop and its reconstruction, averaged (see graphs.Comparator.Distance).
+	PerceptualDistance float64 `json:"perceptual_distance"`
+	SharpnessRatio     float64 `json:"sharpness_ratio"`
 }
 
-// DefaultJudge is the independent comparator eval uses unless told: a
-// random VGG16, or a random AlexNet for runs that trained with a VGG16.
-func DefaultJudge(runComparator string) string {
-	if s, err := pretrained.Parse(runComparator); err == nil && s.Name == "vgg16-random" {
-		return "alexnet-random:conv2"
+// The trained judges make deps imports, in order of preference, and the
+// least input side each one's default taps take.
+var trainedJudges = []struct {
+	name    string
+	minSide int
+}{{"mobilenetv2", 0}, {"inceptionv3", 75}}
+
+// DefaultJudge is the independent comparator eval uses unless told: the
+// trained MobileNetV2 that make deps imports, or for runs that trained with
+// it the InceptionV3, at its default taps. With neither in the store it is
+// a random VGG16 (a random AlexNet for runs that trained with a VGG16), and
+// trained is false: a random network is a weak judge, which callers say.
+func DefaultJudge(runComparator string, store pretrained.Store) (judge string, minSide int, trained bool) {
+	s, _ := pretrained.Parse(runComparator)
+	for _, j := range trainedJudges {
+		if j.name == s.Name {
+			continue
+		}
+		if _, err := store.Lookup(j.name); err == nil {
+			return j.name, j.minSide, true
+		}
 	}
-	return "vgg16-random:conv3_3"
+	if s.Name == "vgg16-random" {
+		return "alexnet-random:conv2", 0, false
+	}
+	return "vgg16-random:conv3_3", 0, false
 }
 
 // Evaluate reconstructs N seeded crops of the images in Data with a trained
@@ -68,17 +92,25 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		return nil, fmt.Errorf("%s is a %s run: eval measures reconstructions", opt.Run, cfg.Task)
 	}
 	res := &EvalResult{Run: opt.Run, N: opt.N, Comparator: cfg.ComparatorSpec(), Judge: opt.Judge}
-	if res.Judge == "" {
-		res.Judge = DefaultJudge(res.Comparator)
-	}
 	// The judge sees crops at their own size: resizing 64 px crops to 224
 	// would measure the resampling more than the reconstruction.
+	judgeSize := cfg.Size
+	if res.Judge == "" {
+		judge, minSide, trained := DefaultJudge(res.Comparator, opt.Store)
+		if !trained {
+			log.Warn("no trained judge in the store: judging with random weights (make deps imports mobilenetv2)", "judge", judge)
+		}
+		res.Judge, judgeSize = judge, max(judgeSize, minSide)
+	}
+	if opt.JudgeSize > 0 {
+		judgeSize = opt.JudgeSize
+	}
 	comp, err := pretrained.OpenString(res.Comparator, opt.Store, cfg.ComparatorSize)
 	if err != nil {
 		return nil, err
 	}
 	defer comp.Close()
-	judge, err := pretrained.OpenString(res.Judge, opt.Store, cfg.Size)
+	judge, err := pretrained.OpenString(res.Judge, opt.Store, judgeSize)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +150,13 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		}
 		*m.out = measure.NormalisedError(fx, fy, d, pairs)
 	}
+	d, err := distances(judge, x, y, opt.N, cfg.Size)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range d {
+		res.PerceptualDistance += v / float64(opt.N)
+	}
 	return res, nil
 }
 
@@ -133,6 +172,22 @@ func inChunks(x []float32, n, per int, f func([]float32, int) ([]float32, error)
 			return nil, err
 		}
 		out = append(out, part...)
+	}
+	return out, nil
+}
+
+// distances returns the judge's perceptual distance of each pair of n
+// images (x[i], y[i]).
+func distances(judge *graphs.Comparator, x, y []float32, n, size int) ([]float64, error) {
+	per := 3 * size * size
+	var out []float64
+	for i := 0; i < n; i += 32 {
+		k := min(32, n-i)
+		d, err := judge.Distance(x[i*per:(i+k)*per], y[i*per:(i+k)*per], k, size, size)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d...)
 	}
 	return out, nil
 }

@@ -22,7 +22,10 @@ import (
 type SimilarityOptions struct {
 	A, B       string // two images, or two folders paired by file name
 	Comparator string
-	Store      pretrained.Store
+	// Judge, when set, replaces the feature distance under Comparator with
+	// the LPIPS-style perceptual distance under Judge.
+	Judge string
+	Store pretrained.Store
 	// Map, for two images, is where to write the spatial distance map.
 	Map string
 	Log *slog.Logger
@@ -61,13 +64,21 @@ func Similarity(ctx context.Context, opt SimilarityOptions) ([]Pair, error) {
 	if opt.Map != "" && sa.IsDir() {
 		return nil, fmt.Errorf("similarity: --map is for two images")
 	}
-	comp, err := pretrained.OpenString(opt.Comparator, opt.Store, pretrained.NativeSize)
+	if opt.Map != "" && opt.Judge != "" {
+		return nil, fmt.Errorf("similarity: --map maps the feature distance, not the judge's")
+	}
+	spec := opt.Comparator
+	if opt.Judge != "" {
+		spec = opt.Judge
+	}
+	comp, err := pretrained.OpenString(spec, opt.Store, pretrained.NativeSize)
 	if err != nil {
 		return nil, err
 	}
 	defer comp.Close()
+	perceptual := opt.Judge != ""
 	if !sa.IsDir() {
-		p, dmap, err := comparePair(comp, filepath.Base(opt.A), opt.A, opt.B, log)
+		p, dmap, err := comparePair(comp, perceptual, filepath.Base(opt.A), opt.A, opt.B, log)
 		if err != nil {
 			return nil, err
 		}
@@ -92,7 +103,7 @@ func Similarity(ctx context.Context, opt SimilarityOptions) ([]Pair, error) {
 			out = append(out, Pair{Name: n.name, Error: "only in " + n.only})
 			continue
 		}
-		p, _, err := comparePair(comp, n.name, filepath.Join(opt.A, n.name), filepath.Join(opt.B, n.name), log)
+		p, _, err := comparePair(comp, perceptual, n.name, filepath.Join(opt.A, n.name), filepath.Join(opt.B, n.name), log)
 		if err != nil {
 			log.Warn("skipping pair", "name", n.name, "reason", err.Error())
 			out = append(out, Pair{Name: n.name, Error: err.Error()})
@@ -156,8 +167,10 @@ func pairNames(a, b string) ([]pairName, error) {
 	return out, nil
 }
 
-// comparePair returns the distance of two image files and its spatial map.
-func comparePair(comp *graphs.Comparator, name, pa, pb string, log *slog.Logger) (Pair, *image.NRGBA, error) {
+// comparePair returns the distance of two image files and its spatial map:
+// the comparator's feature distance, or with perceptual its LPIPS-style
+// distance (and no map).
+func comparePair(comp *graphs.Comparator, perceptual bool, name, pa, pb string, log *slog.Logger) (Pair, *image.NRGBA, error) {
 	a, err := pipeline.Decode(pa, pipeline.DecodeOptions{})
 	if err != nil {
 		return Pair{}, nil, fmt.Errorf("%s: %w", pa, err)
@@ -181,6 +194,13 @@ func comparePair(comp *graphs.Comparator, name, pa, pb string, log *slog.Logger)
 	x := make([]float32, 2*3*w*h)
 	pipeline.ToCHW(a, a.Bounds(), x[:3*w*h])
 	pipeline.ToCHW(b, b.Bounds(), x[3*w*h:])
+	if perceptual {
+		d, err := comp.Distance(x[:3*w*h], x[3*w*h:], 1, h, w)
+		if err != nil {
+			return Pair{}, nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return Pair{Name: name, Distance: &d[0]}, nil, nil
+	}
 	f, shape, err := comp.Features(x, 2, h, w)
 	if err != nil {
 		return Pair{}, nil, fmt.Errorf("%s: %w", name, err)

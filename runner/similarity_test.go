@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"image"
 	"os"
 	"path/filepath"
@@ -97,5 +98,65 @@ func TestSimilarityMap(t *testing.T) {
 	cfg, _, err := image.DecodeConfig(f)
 	if err != nil || cfg.Width != 72 || cfg.Height != 40 {
 		t.Fatalf("map: %+v, %v", cfg, err)
+	}
+}
+
+// trainedJudge imports nsfwjs's MobileNetV2 (make deps fetches the
+// tarball) into a store of the test's own.
+func trainedJudge(t *testing.T) pretrained.Store {
+	t.Helper()
+	store := pretrained.Store{Home: t.TempDir()}
+	if _, err := os.Stat(pretrained.NSFWJSPath()); err != nil {
+		t.Fatalf("the nsfwjs tarball is missing (%v): run make deps", err)
+	}
+	if _, err := store.ImportTFJS(pretrained.NSFWJSPath(), "mobilenet_v2", "mobilenetv2", "0,1"); err != nil {
+		t.Fatal(err)
+	}
+	return store
+}
+
+// The trained judge ranks distortions as people do: more blur is farther,
+// and a JPEG at quality 10 is farther than one at quality 90.
+func TestJudgeRanksDistortions(t *testing.T) {
+	store := trainedJudge(t)
+	dir := t.TempDir()
+	distance := func(a, b string) float64 {
+		p, err := Similarity(context.Background(), SimilarityOptions{A: a, B: b, Judge: "mobilenetv2", Store: store, Log: discardLog()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *p[0].Distance
+	}
+	jpeg := func(img image.Image, q int) string {
+		p := filepath.Join(dir, fmt.Sprintf("q%d.jpg", q))
+		if err := imaging.Save(img, p, imaging.JPEGQuality(q)); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for seed := range uint64(3) {
+		img := testimages.Photo(20+seed, 160, 128)
+		ref := filepath.Join(dir, "ref.png")
+		if err := imaging.Save(img, ref); err != nil {
+			t.Fatal(err)
+		}
+		if d := distance(ref, ref); d != 0 {
+			t.Fatalf("distance of an image to itself = %v", d)
+		}
+		prev := 0.0
+		for _, sigma := range []float64{0.5, 1, 2, 4} {
+			blurred := filepath.Join(dir, "blur.png")
+			if err := imaging.Save(imaging.Blur(img, sigma), blurred); err != nil {
+				t.Fatal(err)
+			}
+			d := distance(ref, blurred)
+			if d <= prev {
+				t.Fatalf("photo %d, blur sigma %v: perceptual distance %v, not above %v", seed, sigma, d, prev)
+			}
+			prev = d
+		}
+		if q10, q90 := distance(ref, jpeg(img, 10)), distance(ref, jpeg(img, 90)); q10 <= q90 {
+			t.Fatalf("photo %d: JPEG quality 10 at %v is not farther than quality 90 at %v", seed, q10, q90)
+		}
 	}
 }

@@ -1,16 +1,23 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/disintegration/imaging"
+
+	"github.com/deepsim/deepsim/internal/testimages"
 	"github.com/deepsim/deepsim/internal/torchfile"
 	"github.com/deepsim/deepsim/internal/torchfile/torchfiletest"
 	"github.com/deepsim/deepsim/pretrained"
+	"github.com/deepsim/deepsim/pretrained/tfjs/tfjstest"
 )
 
 func writeStateDict(t *testing.T, path string, tensors []torchfile.Tensor) {
@@ -210,4 +217,81 @@ func maxpool(in vol) vol { // 3x3, stride 2
 		}
 	}
 	return out
+}
+
+// TF.js models import through the real binary; bad ones exit with status 1
+// and a message that names the problem, never with a crash.
+func TestImportTFJS(t *testing.T) {
+	home := t.TempDir()
+	dir := t.TempDir()
+	write := func(name string, m tfjstest.Model, breakIt func(dir string)) string {
+		p := filepath.Join(dir, name)
+		if err := m.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		if breakIt != nil {
+			breakIt(p)
+		}
+		return p
+	}
+	lstm := tfjstest.Small()
+	lstm.Layers = append(lstm.Layers, tfjstest.Layer{Class: "LSTM", Name: "lstm", Config: map[string]any{}, Inbound: []string{"flat"}})
+	wide := tfjstest.Small()
+	wide.Layers[14].Config["units"] = 6
+	tarball := filepath.Join(dir, "pkg.tgz")
+	if err := tfjstest.Small().WriteTarball(tarball, "dist/models/small"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(tarball)
+	truncated := filepath.Join(dir, "truncated.tgz")
+	os.WriteFile(truncated, b[:len(b)/2], 0o644)
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"a model folder", []string{write("good", tfjstest.Small(), nil)}, exitOK, "default taps relu6+act"},
+		{"an npm tarball", []string{tarball, "--model", "small"}, exitOK, "input 9x9, range 0,1"},
+		{"unsupported layer class", []string{write("lstm", lstm, nil)}, exitError, "layer class LSTM is not supported"},
+		{"manifest larger than its shards", []string{write("short", tfjstest.Small(), func(p string) {
+			s := filepath.Join(p, "group1-shard1of1.bin")
+			b, _ := os.ReadFile(s)
+			os.WriteFile(s, b[:len(b)-8], 0o644)
+		})}, exitError, "the weights manifest describes"},
+		{"truncated tarball", []string{truncated, "--model", "small"}, exitError, "truncated"},
+		{"shape mismatch", []string{write("wide", wide, nil)}, exitError, `weight "dense/kernel" has shape [144 5]`},
+		{"unknown input range", []string{write("range", tfjstest.Small(), nil), "--input", "0,255"}, exitError, `--input "0,255"`},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"comparator", "import"}, tc.args...)
+			args = append(args, "--as", fmt.Sprintf("m%d", i))
+			cmd := exec.Command(binary, args...)
+			cmd.Env = append(os.Environ(), "DEEPSIM_HOME="+home)
+			out, err := cmd.CombinedOutput()
+			code := cmd.ProcessState.ExitCode()
+			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				t.Fatalf("killed by %v: %v\n%s", ws.Signal(), err, out)
+			}
+			if code != tc.code || !strings.Contains(string(out), tc.want) || strings.Contains(string(out), "panic") {
+				t.Fatalf("exit %d, want %d with %q:\n%s", code, tc.code, tc.want, out)
+			}
+		})
+	}
+	// The imported model works as a comparator, by its default taps or a
+	// named layer.
+	t.Setenv("DEEPSIM_HOME", home)
+	a, bimg := filepath.Join(dir, "a.png"), filepath.Join(dir, "b.png")
+	imaging.Save(testimages.Photo(1, 40, 40), a)
+	imaging.Save(testimages.Photo(2, 40, 40), bimg)
+	for _, spec := range []string{"m0", "m0:conv1", "m1:relu6+gap"} {
+		if code, out := runCLI("similarity", a, bimg, "--comparator", spec); code != exitOK || !strings.Contains(out, "a.png: ") {
+			t.Fatalf("similarity with %s: exit %d\n%s", spec, code, out)
+		}
+	}
+	if code, out := runCLI("comparator", "list"); code != exitOK || !strings.Contains(out, "m1               keras") {
+		t.Fatalf("list:\n%s", out)
+	}
 }

@@ -28,10 +28,11 @@ Commands:
   runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...
   runner sample --run RUN --n N --out FILE.png|DIR [--seed S] [--ref DIR]
   runner sample --run RUN --interpolate A B --steps K --out FILE.png|DIR
-  runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC]
-  runner similarity A B [--comparator SPEC] [--json] [--map OUT.png]
+  runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC] [--judge-size PX]
+  runner similarity A B [--comparator SPEC | --judge SPEC] [--json] [--map OUT.png]
   runner ablate --data DIR --heldout DIR --steps N --out DIR [flags]
   runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]
+  runner comparator import MODEL.tgz|MODEL_DIR --as NAME [--model PATH] [--input 0,1|-1,1|imagenet]
   runner comparator list
   runner crops --data DIR --out DIR [--n 8] [--size 128] [--seed 1]
 
@@ -187,7 +188,8 @@ func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stder
 	fs.Var(&data, "data", "folder(s) of held-out images")
 	fs.IntVar(&opt.N, "n", opt.N, "number of seeded crops")
 	fs.Uint64Var(&opt.Seed, "seed", opt.Seed, "seed of the crops")
-	fs.StringVar(&opt.Judge, "judge", "", "independent comparator (default: one the run did not use)")
+	fs.StringVar(&opt.Judge, "judge", "", "independent comparator (default: mobilenetv2, or inceptionv3 for runs that trained with it)")
+	fs.IntVar(&opt.JudgeSize, "judge-size", 0, "side the judge sees the crops at (default: their own)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
@@ -206,9 +208,10 @@ func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stder
 		return enc.Encode(res)
 	}
 	fmt.Fprintf(stdout, "run: %s\ncrops: %d\ncomparator: %s\njudge: %s\npsnr: %.3f\nssim: %.4f\n"+
-		"image_error_pct: %.2f\nfeature_error_pct: %.2f\nfeature_error_independent_pct: %.2f\nsharpness_ratio: %.3f\n",
+		"image_error_pct: %.2f\nfeature_error_pct: %.2f\nfeature_error_independent_pct: %.2f\n"+
+		"perceptual_distance: %.4f\nsharpness_ratio: %.3f\n",
 		res.Run, res.N, res.Comparator, res.Judge, res.PSNR, res.SSIM, res.ImageErrorPct, res.FeatureErrorPct,
-		res.FeatureErrorIndependentPct, res.SharpnessRatio)
+		res.FeatureErrorIndependentPct, res.PerceptualDistance, res.SharpnessRatio)
 	return nil
 }
 
@@ -251,6 +254,7 @@ func cmdSimilarity(ctx context.Context, args []string, log *slog.Logger, stdout,
 	fs := flag.NewFlagSet("similarity", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&opt.Comparator, "comparator", opt.Comparator, "comparator whose features are compared")
+	fs.StringVar(&opt.Judge, "judge", "", "report the LPIPS-style perceptual distance under this network instead (e.g. mobilenetv2)")
 	fs.StringVar(&opt.Map, "map", "", "write the spatial distance map of two images to this PNG")
 	asJSON := fs.Bool("json", false, "print JSON")
 	paths, err := parseInterleaved(fs, args)
@@ -258,7 +262,7 @@ func cmdSimilarity(ctx context.Context, args []string, log *slog.Logger, stdout,
 		return usageErr(err)
 	}
 	if len(paths) != 2 {
-		fmt.Fprintln(stderr, "usage: runner similarity A B [--comparator SPEC] [--json] [--map OUT.png]")
+		fmt.Fprintln(stderr, "usage: runner similarity A B [--comparator SPEC | --judge SPEC] [--json] [--map OUT.png]")
 		return errUsage
 	}
 	opt.A, opt.B = paths[0], paths[1]
@@ -324,7 +328,9 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func cmdComparator(args []string, stdout, stderr io.Writer) error {
-	const use = "usage: runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]\n       runner comparator list"
+	const use = "usage: runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]\n" +
+		"       runner comparator import MODEL.tgz|MODEL_DIR|model.json --as NAME [--model PATH] [--input 0,1|-1,1|imagenet]\n" +
+		"       runner comparator list"
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, use)
 		return errUsage
@@ -335,7 +341,9 @@ func cmdComparator(args []string, stdout, stderr io.Writer) error {
 		fs := flag.NewFlagSet("comparator import", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		name := fs.String("as", "", "name to store the weights under (then --comparator NAME:LAYER)")
-		arch := fs.String("arch", "", "architecture: alexnet, vgg16 or exemplar (default: detected from the keys)")
+		arch := fs.String("arch", "", "state dicts: alexnet, vgg16 or exemplar (default: detected from the keys)")
+		model := fs.String("model", "", "TF.js tarballs: the model's folder inside it (a suffix of its path is enough)")
+		input := fs.String("input", "0,1", "TF.js models: the input range the weights expect: 0,1 (8-bit / 255), -1,1 or imagenet")
 		files, err := parseInterleaved(fs, args[1:])
 		if err != nil {
 			return usageErr(err)
@@ -344,12 +352,21 @@ func cmdComparator(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stderr, use)
 			return errUsage
 		}
-		e, err := store.Import(files[0], *name, *arch)
+		var e pretrained.Entry
+		if pretrained.IsTFJS(files[0]) {
+			e, err = store.ImportTFJS(files[0], *model, *name, *input)
+		} else {
+			e, err = store.Import(files[0], *name, *arch)
+		}
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "imported %s as %q (%s, %d bytes, sha256 %s)\nuse it as --comparator %s:LAYER\n",
-			files[0], e.Name, e.Arch, e.Bytes, e.SHA256, e.Name)
+		fmt.Fprintf(stdout, "imported %s as %q (%s, %d bytes, sha256 %s)\n", files[0], e.Name, e.Arch, e.Bytes, e.SHA256)
+		if e.Arch == pretrained.ArchKeras {
+			fmt.Fprintf(stdout, "%d weights; input %dx%d, range %s; default taps %s\n",
+				e.Params, e.InputSize, e.InputSize, e.Input, strings.Join(e.Taps, "+"))
+		}
+		fmt.Fprintf(stdout, "use it as --comparator %s:LAYER, or %s for its default taps\n", e.Name, e.Name)
 		return nil
 	case "list":
 		entries, err := store.List()
@@ -360,7 +377,11 @@ func cmdComparator(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%-16s %-9s %-12s %s\n", "NAME", "ARCH", "SHA256", "SOURCE")
 		fmt.Fprintf(stdout, "%-16s %-9s %-12s %s\n", pretrained.Shipped, "exemplar", rec.SHA256[:min(12, len(rec.SHA256))], "shipped with deepsim")
 		for _, e := range entries {
-			fmt.Fprintf(stdout, "%-16s %-9s %-12s %s\n", e.Name, e.Arch, e.SHA256[:12], e.Source)
+			src := e.Source
+			if e.Model != "" {
+				src += ":" + e.Model
+			}
+			fmt.Fprintf(stdout, "%-16s %-9s %-12s %s\n", e.Name, e.Arch, e.SHA256[:12], src)
 		}
 		fmt.Fprintf(stdout, "store: %s\n", store.Home)
 		return nil

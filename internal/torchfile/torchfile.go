@@ -3,8 +3,8 @@
 // OrderedDict of tensors and one raw little-endian file per storage.
 //
 // Rewrite turns a state dict as Python writes it into the plain dict pickle
-// that libtorch's reader takes. Write writes float32 tensors exactly as
-// Python would, for weights that deepsim converts and for tests.
+// that libtorch's reader takes; WritePlain writes tensors in that form.
+// Write writes float32 tensors exactly as Python would, for tests.
 package torchfile
 
 import (
@@ -26,6 +26,19 @@ type Tensor struct {
 // torch.save(model.state_dict()) does: an OrderedDict, memoised globals,
 // SETITEM for a single entry, and a BUILD that sets _metadata.
 func Write(w io.Writer, tensors []Tensor) error {
+	entries, storages := layout(tensors)
+	return writeArchive(w, pythonPickle(entries), entries, storages)
+}
+
+// WritePlain writes float32 tensors as a plain dict, the form that both
+// libtorch's reader and Python's torch.load take.
+func WritePlain(w io.Writer, tensors []Tensor) error {
+	entries, storages := layout(tensors)
+	return writeArchive(w, plainPickle(entries), entries, storages)
+}
+
+// layout gives each tensor a storage of its own, little-endian.
+func layout(tensors []Tensor) ([]Entry, map[string][]byte) {
 	var entries []Entry
 	storages := map[string][]byte{}
 	for i, t := range tensors {
@@ -38,7 +51,7 @@ func Write(w io.Writer, tensors []Tensor) error {
 		entries = append(entries, Entry{Name: t.Name, StorageType: "FloatStorage", Key: key,
 			Location: "cpu", Numel: len(t.Data), Shape: t.Shape, Stride: contiguousStrides(t.Shape)})
 	}
-	return writeArchive(w, pythonPickle(entries), entries, storages)
+	return entries, storages
 }
 
 // pythonPickle is protocol 2 as Python's pickler writes a state dict.
