@@ -49,9 +49,10 @@ char* ds_random_state_dict(const char* arch, int64_t seed, char** buf,
 
 // ---- trained models ----
 
-char* ds_model_new(const ds_config* cfg, ds_comparator* comp, ds_model** out) {
+char* ds_model_new(const ds_config* cfg, ds_comparator* comp, ds_comparator* target,
+                   ds_model** out) {
   *out = nullptr;
-  return guarded([&] { *out = deepsim::new_model(*cfg, comp); });
+  return guarded([&] { *out = deepsim::new_model(*cfg, comp, target); });
 }
 
 void ds_model_free(ds_model* m) { deepsim::free_model(m); }
@@ -81,6 +82,14 @@ char* ds_model_encode(ds_model* m, const float* x, int64_t n, int64_t h,
 char* ds_model_decode(ds_model* m, const float* z, int64_t n, int64_t zh,
                       int64_t zw, float* out) {
   return guarded([&] { deepsim::decode(*m, z, n, zh, zw, out); });
+}
+
+char* ds_model_feature_shape(ds_model* m, int64_t shape[3]) {
+  return guarded([&] { deepsim::feature_shape(*m, shape); });
+}
+
+char* ds_model_invert(ds_model* m, const float* f, int64_t n, float* out) {
+  return guarded([&] { deepsim::invert(*m, f, n, out); });
 }
 
 char* ds_model_save(ds_model* m, int64_t step, char** buf, int64_t* len) {

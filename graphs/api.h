@@ -63,7 +63,7 @@ std::vector<char> random_state_dict(const std::string& arch, int64_t seed);
 
 // ---- model.cpp ----
 
-ds_model* new_model(const ds_config& cfg, ds_comparator* comp);
+ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* target);
 void free_model(ds_model* m);
 const char* const* model_terms(ds_model& m, int32_t* n);
 void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out);
@@ -74,6 +74,8 @@ void encode(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
             float* out);
 void decode(ds_model& m, const float* z, int64_t n, int64_t zh, int64_t zw,
             float* out);
+void feature_shape(ds_model& m, int64_t shape[3]);
+void invert(ds_model& m, const float* f, int64_t n, float* out);
 std::vector<char> save_model(ds_model& m, int64_t step);
 int64_t load_model(ds_model& m, const char* buf, int64_t len);
 std::vector<char> export_comparator(ds_model& m);

@@ -136,7 +136,12 @@ char *ds_random_state_dict(const char *arch, int64_t seed, char **buf,
 
 /* ---- trained models ---- */
 
-enum ds_task { DS_TASK_AUTOENCODER = 0, DS_TASK_COMPARATOR = 1, DS_TASK_VAE = 2 };
+enum ds_task {
+  DS_TASK_AUTOENCODER = 0,
+  DS_TASK_COMPARATOR = 1,
+  DS_TASK_VAE = 2,
+  DS_TASK_INVERSION = 3 /* G inverts a fixed target network's features */
+};
 
 /* How the generator doubles its resolution. */
 enum ds_upsample { DS_UPSAMPLE_DECONV = 0, DS_UPSAMPLE_RESIZE = 1 };
@@ -186,9 +191,12 @@ typedef struct {
   int32_t updated_d;
 } ds_step_log;
 
-/* comp is shared with the caller, who may free its handle at any time; it
- * may be NULL when the feature loss is off or for the comparator task. */
-char *ds_model_new(const ds_config *cfg, ds_comparator *comp, ds_model **out);
+/* comp and target are shared with the caller, who may free their handles
+ * at any time. comp is the feature loss's comparator; it may be NULL when
+ * the loss is off or for the comparator task. target is the network whose
+ * features an inversion model inverts (its one tap), NULL otherwise. */
+char *ds_model_new(const ds_config *cfg, ds_comparator *comp,
+                   ds_comparator *target, ds_model **out);
 void ds_model_free(ds_model *m);
 
 /* The names of the terms the model's step logs, in order: static strings
@@ -203,7 +211,9 @@ char *ds_model_evaluate(ds_model *m, const ds_step_input *in,
                         ds_step_log *out);
 
 /* x and out: n*3*h*w floats in [-1,1]; h and w must be multiples of the
- * encoder's downsampling factor. Runs in eval mode without autograd. */
+ * encoder's downsampling factor (an inversion model: h = w = size, and it
+ * inverts the target's features of x). Runs in eval mode without
+ * autograd. */
 char *ds_model_reconstruct(ds_model *m, const float *x, int64_t n, int64_t h,
                            int64_t w, float *out);
 
@@ -217,6 +227,14 @@ char *ds_model_encode(ds_model *m, const float *x, int64_t n, int64_t h,
  * in [-1,1]. */
 char *ds_model_decode(ds_model *m, const float *z, int64_t n, int64_t zh,
                       int64_t zw, float *out);
+
+/* Inversion: the shape (C, H, W) of the features G inverts; fully
+ * connected layers give D x 1 x 1. */
+char *ds_model_feature_shape(ds_model *m, int64_t shape[3]);
+
+/* Inversion: n images (n*3*size*size floats in [-1,1]) from n features of
+ * the shape above. */
+char *ds_model_invert(ds_model *m, const float *f, int64_t n, float *out);
 
 /* Serialises the networks, the optimizer state and the balancing state as a
  * PyTorch state dict (torch.save's zip format). *buf is malloc'd. */

@@ -96,6 +96,12 @@ struct ds_model {
   deepsim::Generator gen{nullptr};
   deepsim::Discriminator disc{nullptr};
   std::shared_ptr<deepsim::Comparator> comp;
+  // Inversion: the fixed network whose features G inverts, their shape
+  // (C, H, W), G, and D that also sees the features.
+  std::shared_ptr<deepsim::Comparator> target;
+  std::vector<int64_t> feature_shape;
+  deepsim::InversionGenerator inv{nullptr};
+  deepsim::ConditionalDiscriminator cdisc{nullptr};
   // Comparator task: the Exemplar-CNN with its surrogate-class head.
   deepsim::FeatureNet net{nullptr};
   // opt_g trains E and G (or the Exemplar-CNN), opt_d trains D.

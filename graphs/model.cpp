@@ -37,6 +37,7 @@ std::vector<torch::Tensor> tensors(const Named& n) {
 // The parameters each optimizer owns, by checkpoint name.
 Named g_params(ds_model& m) {
   if (m.net) return named("", *m.net);
+  if (m.inv) return named("generator.", *m.inv);
   auto out = named("encoder.", *m.enc);
   auto g = named("generator.", *m.gen);
   out.insert(out.end(), g.begin(), g.end());
@@ -44,6 +45,7 @@ Named g_params(ds_model& m) {
 }
 
 Named d_params(ds_model& m) {
+  if (m.cdisc) return named("discriminator.", *m.cdisc);
   if (!m.disc) return {};
   return named("discriminator.", *m.disc);
 }
@@ -65,36 +67,37 @@ std::pair<torch::Tensor, torch::Tensor> encode_x(ds_model& m, const torch::Tenso
   return {parts[0], parts[1].clamp(kMinLogVar, kMaxLogVar)};
 }
 
-// ---- the autoencoder and the VAE ----
+// ---- the DeePSiM loss, shared by the generators ----
 
-// One DeePSiM step: E and G learn from the weighted loss terms, D from
-// telling x from G's output.
-void deepsim_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
-                  ds_step_log* out) {
+// What a task's generator made of a batch x: the output, the loss before
+// the DeePSiM terms (the VAE's weighted KL), the KL itself, and for an
+// inversion the features that D also sees.
+struct Generated {
+  torch::Tensor y, loss, kl, cond;
+};
+
+// D's logits for images, with the features an inversion's D also sees.
+torch::Tensor judge(ds_model& m, const torch::Tensor& img, const torch::Tensor& cond) {
+  return m.cdisc ? m.cdisc->forward(img, cond) : m.disc->forward(img);
+}
+
+torch::nn::Module& discriminator(ds_model& m) {
+  if (m.cdisc) return *m.cdisc;
+  return *m.disc;
+}
+
+// One DeePSiM step on what the generator made of x: G (and E) learn from
+// the weighted loss terms, D from telling x from G's output.
+void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
+                    ds_step_log* out) {
   const double w_img = m.weight("img"), w_feat = m.weight("feat"),
                w_adv = m.weight("adv");
   const bool adversarial = w_adv > 0;
-  m.enc->train();
-  m.gen->train();
-  m.disc->train();
-
+  discriminator(m).train();
   auto zero = torch::zeros({}, x.options());
-  torch::Tensor l_img = zero, l_feat = zero, l_adv = zero, l_discr = zero, kl = zero;
-  torch::Tensor g_loss = zero;
-
-  // The reconstruction. The VAE samples its code with the
-  // reparameterisation z = mu + sigma * eps, which keeps z differentiable,
-  // and pays KL(N(mu, sigma^2) || N(0, I)), summed over the latent, mean
-  // per image.
-  auto [code, logvar] = encode_x(m, x);
-  if (m.cfg.task == DS_TASK_VAE) {
-    auto eps = torch::randn(code.sizes(), m.noise, torch::kFloat32).to(code.device());
-    auto mu = code;
-    code = mu + torch::exp(0.5 * logvar) * eps;
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum() / x.size(0);
-    if (in.kl_weight > 0) g_loss = g_loss + in.kl_weight * kl;
-  }
-  auto y = m.gen->forward(code);
+  torch::Tensor l_img = zero, l_feat = zero, l_adv = zero, l_discr = zero;
+  torch::Tensor g_loss = g.loss;
+  const auto& y = g.y;
 
   // Image and feature losses.
   if (w_img > 0) {
@@ -119,8 +122,8 @@ void deepsim_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
   const bool update_d = adversarial && m.train_d;
   const bool update_g = m.train_g;
   if (adversarial) {
-    auto real = m.disc->forward(x);
-    auto fake = m.disc->forward(y.detach());
+    auto real = judge(m, x, g.cond);
+    auto fake = judge(m, y.detach(), g.cond);
     l_discr = F::binary_cross_entropy_with_logits(real, torch::ones_like(real)) +
               F::binary_cross_entropy_with_logits(fake, torch::zeros_like(fake));
     if (update_d) {
@@ -131,9 +134,9 @@ void deepsim_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
 
     // The adversarial loss: G tries to make D call its output real. It must
     // not leave gradients in D.
-    set_requires_grad(*m.disc, false);
-    auto judged = m.disc->forward(y);
-    set_requires_grad(*m.disc, true);
+    set_requires_grad(discriminator(m), false);
+    auto judged = judge(m, y, g.cond);
+    set_requires_grad(discriminator(m), true);
     l_adv = F::binary_cross_entropy_with_logits(judged, torch::ones_like(judged));
     g_loss = g_loss + w_adv * l_adv;
   }
@@ -150,7 +153,7 @@ void deepsim_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
   out->values[1] = l_adv.item<double>();
   out->values[2] = l_img.item<double>();
   out->values[3] = l_discr.item<double>();
-  if (m.cfg.task == DS_TASK_VAE) out->values[4] = kl.item<double>();
+  if (m.cfg.task == DS_TASK_VAE) out->values[4] = g.kl.item<double>();
   out->updated_g = update_g;
   out->updated_d = update_d;
 
@@ -161,6 +164,33 @@ void deepsim_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
     else if (!m.train_d && r > kResumeD) m.train_d = true;
     m.train_g = !(r > kFreezeG);
   }
+}
+
+// ---- the autoencoder and the VAE ----
+
+// x through E and G. The VAE samples its code with the reparameterisation
+// z = mu + sigma * eps, which keeps z differentiable, and pays
+// KL(N(mu, sigma^2) || N(0, I)), summed over the latent, mean per image.
+Generated autoencode(ds_model& m, const torch::Tensor& x, const ds_step_input& in) {
+  m.enc->train();
+  m.gen->train();
+  auto zero = torch::zeros({}, x.options());
+  Generated g{torch::Tensor(), zero, zero, torch::Tensor()};
+  auto [code, logvar] = encode_x(m, x);
+  if (m.cfg.task == DS_TASK_VAE) {
+    auto eps = torch::randn(code.sizes(), m.noise, torch::kFloat32).to(code.device());
+    auto mu = code;
+    code = mu + torch::exp(0.5 * logvar) * eps;
+    g.kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum() / x.size(0);
+    if (in.kl_weight > 0) g.loss = g.loss + in.kl_weight * g.kl;
+  }
+  g.y = m.gen->forward(code);
+  return g;
+}
+
+void autoencoder_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
+                      ds_step_log* out) {
+  deepsim_losses(m, x, autoencode(m, x, in), out);
 }
 
 void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
@@ -178,9 +208,61 @@ void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
   m.gen->to(m.device);
   m.disc->to(m.device);
   m.opt_d = adam(cfg, m.disc->parameters());
-  m.step = deepsim_step;
+  m.step = autoencoder_step;
   m.terms = {"loss_feat", "loss_adv", "loss_img", "loss_discr"};
   if (vae) m.terms.push_back("kl");
+}
+
+// ---- inversion: G reconstructs images from a fixed network's features ----
+
+// The target's features of x: fixed, so without autograd. Vectors (fully
+// connected layers) come as n x D x 1 x 1, like a 1 x 1 map.
+torch::Tensor target_features(ds_model& m, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  auto f = m.target->features(x)[0];
+  return f.dim() == 2 ? f.view({f.size(0), f.size(1), 1, 1}) : f;
+}
+
+void inversion_step(ds_model& m, const torch::Tensor& x, const ds_step_input&,
+                    ds_step_log* out) {
+  m.inv->train();
+  auto f = target_features(m, x);
+  auto zero = torch::zeros({}, x.options());
+  deepsim_losses(m, x, Generated{m.inv->forward(f), zero, zero, f}, out);
+}
+
+void build_inversion(ds_model& m, std::shared_ptr<Comparator> comp,
+                     std::shared_ptr<Comparator> target) {
+  const auto& cfg = m.cfg;
+  if (!target) throw std::invalid_argument("an inversion needs a target network");
+  if (cfg.upsample != DS_UPSAMPLE_DECONV && cfg.upsample != DS_UPSAMPLE_RESIZE)
+    throw std::invalid_argument("unknown upsampling " + std::to_string(cfg.upsample));
+  m.comp = std::move(comp);
+  m.target = std::move(target);
+  // The features' shape, from an image of the training size.
+  std::vector<torch::Tensor> taps;
+  {
+    torch::NoGradGuard no_grad;
+    taps = m.target->features(torch::zeros({1, 3, cfg.size, cfg.size}).to(m.device));
+  }
+  if (taps.size() != 1)
+    throw std::invalid_argument("an inversion inverts one layer of its target, not " +
+                                std::to_string(taps.size()));
+  auto f = taps[0];
+  if (f.dim() == 2) f = f.view({1, f.size(1), 1, 1});
+  if (f.dim() != 4)
+    throw std::invalid_argument("the target's features have " + std::to_string(f.dim()) +
+                                " dimensions");
+  m.feature_shape = {f.size(1), f.size(2), f.size(3)};
+  torch::manual_seed(cfg.seed);
+  m.inv = InversionGenerator(f.size(1), f.size(2), f.size(3), cfg.size,
+                             static_cast<Upsample>(cfg.upsample));
+  m.cdisc = ConditionalDiscriminator(cfg.size, f.size(1), f.size(2), f.size(3));
+  m.inv->to(m.device);
+  m.cdisc->to(m.device);
+  m.opt_d = adam(cfg, m.cdisc->parameters());
+  m.step = inversion_step;
+  m.terms = {"loss_feat", "loss_adv", "loss_img", "loss_discr"};
 }
 
 // ---- the comparator task: an Exemplar-CNN on surrogate classes ----
@@ -253,7 +335,7 @@ void prepare_inference(ds_model& m, int64_t h, int64_t w) {
 
 }  // namespace
 
-ds_model* new_model(const ds_config& cfg, ds_comparator* comp) {
+ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* target) {
   const int64_t s = cfg.size;
   if (s < 16 || s % 8 != 0 || ((s / 8) & (s / 8 - 1)) != 0)
     throw std::invalid_argument("size " + std::to_string(s) +
@@ -271,6 +353,9 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp) {
       break;
     case DS_TASK_COMPARATOR:
       build_classifier(*m);
+      break;
+    case DS_TASK_INVERSION:
+      build_inversion(*m, comp ? comp->c : nullptr, target ? target->c : nullptr);
       break;
     default:
       throw std::invalid_argument("unknown task " + std::to_string(cfg.task));
@@ -297,9 +382,21 @@ void evaluate(ds_model& m, const ds_step_input& in, ds_step_log* out) {
   classify(m, input_tensor(in.x, in.n, m.cfg.size, m.cfg.size, m.device), in, false, out);
 }
 
-// The VAE reconstructs from the posterior's mean, without noise.
+// The VAE reconstructs from the posterior's mean, without noise; an
+// inversion from the target's features of x.
 void reconstruct(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
                  float* out) {
+  if (m.inv) {
+    if (h != m.cfg.size || w != m.cfg.size)
+      throw std::invalid_argument("an inversion reconstructs " + std::to_string(m.cfg.size) +
+                                  "x" + std::to_string(m.cfg.size) + " images, not " +
+                                  std::to_string(h) + "x" + std::to_string(w));
+    m.inv->eval();
+    torch::NoGradGuard no_grad;
+    auto f = target_features(m, input_tensor(x, n, h, w, m.device));
+    copy_out(m.inv->forward(f).clamp(-1, 1), out);
+    return;
+  }
   prepare_inference(m, h, w);
   torch::NoGradGuard no_grad;
   auto code = encode_x(m, input_tensor(x, n, h, w, m.device)).first;
@@ -322,6 +419,22 @@ void decode(ds_model& m, const float* z_data, int64_t n, int64_t zh, int64_t zw,
                             {n, m.cfg.code_channels, zh, zw}, torch::kFloat32)
                .to(m.device);
   copy_out(m.gen->forward(z).clamp(-1, 1), out);
+}
+
+void feature_shape(ds_model& m, int64_t shape[3]) {
+  if (!m.inv) throw std::invalid_argument("only an inversion run inverts features");
+  for (int i = 0; i < 3; i++) shape[i] = m.feature_shape[i];
+}
+
+void invert(ds_model& m, const float* f, int64_t n, float* out) {
+  if (!m.inv) throw std::invalid_argument("only an inversion run inverts features");
+  if (n < 1) throw std::invalid_argument("invert: no features");
+  m.inv->eval();
+  torch::NoGradGuard no_grad;
+  const auto& s = m.feature_shape;
+  auto t = torch::from_blob(const_cast<float*>(f), {n, s[0], s[1], s[2]}, torch::kFloat32)
+               .to(m.device);
+  copy_out(m.inv->forward(t).clamp(-1, 1), out);
 }
 
 std::vector<char> save_model(ds_model& m, int64_t step) {

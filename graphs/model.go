@@ -24,6 +24,8 @@ const (
 	ComparatorTask Task = C.DS_TASK_COMPARATOR
 	// VAE is the autoencoder with a Gaussian posterior and a KL term.
 	VAE Task = C.DS_TASK_VAE
+	// Inversion reconstructs images from a fixed target network's features.
+	Inversion Task = C.DS_TASK_INVERSION
 )
 
 // Upsample is how the generator doubles its resolution.
@@ -91,9 +93,10 @@ var errClosed = errors.New("graphs: model is closed")
 
 // NewModel builds the networks of cfg with freshly initialised weights.
 // comp is the comparator of the feature loss; it may be nil when the loss
-// has no feature term. The model keeps its own reference: comp may be
-// closed at any time.
-func NewModel(cfg Config, comp *Comparator) (*Model, error) {
+// has no feature term. target is the network an Inversion model inverts,
+// tapped at one layer; nil for other tasks. The model keeps its own
+// references: comp and target may be closed at any time.
+func NewModel(cfg Config, comp, target *Comparator) (*Model, error) {
 	c := C.ds_config{
 		task:          C.int32_t(cfg.Task),
 		size:          C.int32_t(cfg.Size),
@@ -125,16 +128,22 @@ func NewModel(cfg Config, comp *Comparator) (*Model, error) {
 		w.value = C.double(cfg.Weights[name])
 	}
 	c.n_weights = C.int32_t(len(names))
-	var cp *C.ds_comparator
-	if comp != nil {
-		if comp.ptr == nil {
-			return nil, errors.New("build model: comparator is closed")
+	var cp, tp *C.ds_comparator
+	for _, x := range []struct {
+		c   *Comparator
+		out **C.ds_comparator
+	}{{comp, &cp}, {target, &tp}} {
+		if x.c != nil {
+			if x.c.ptr == nil {
+				return nil, errors.New("build model: comparator is closed")
+			}
+			*x.out = x.c.ptr
 		}
-		cp = comp.ptr
 	}
 	var p *C.ds_model
-	err := errorFrom("build model", C.ds_model_new(&c, cp, &p))
+	err := errorFrom("build model", C.ds_model_new(&c, cp, tp, &p))
 	runtime.KeepAlive(comp)
+	runtime.KeepAlive(target)
 	if err != nil {
 		return nil, err
 	}
@@ -290,6 +299,42 @@ func (m *Model) Decode(z []float32, n, zh, zw int) ([]float32, error) {
 	msg := C.ds_model_decode(m.ptr, (*C.float)(&z[0]), C.int64_t(n), C.int64_t(zh), C.int64_t(zw), (*C.float)(&out[0]))
 	runtime.KeepAlive(z)
 	if err := errorFrom("decode", msg); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// FeatureShape is the shape (C, H, W) of the target features an Inversion
+// model inverts; fully connected layers give (D, 1, 1).
+func (m *Model) FeatureShape() ([3]int, error) {
+	var shape [3]int
+	if m.ptr == nil {
+		return shape, errClosed
+	}
+	var cs [3]C.int64_t
+	if err := errorFrom("feature shape", C.ds_model_feature_shape(m.ptr, &cs[0])); err != nil {
+		return shape, err
+	}
+	for i := range shape {
+		shape[i] = int(cs[i])
+	}
+	return shape, nil
+}
+
+// Invert returns the images an Inversion model makes of n features of
+// FeatureShape: n x 3 x Size x Size floats in [-1,1].
+func (m *Model) Invert(f []float32, n int) ([]float32, error) {
+	shape, err := m.FeatureShape()
+	if err != nil {
+		return nil, err
+	}
+	if want := n * shape[0] * shape[1] * shape[2]; n <= 0 || len(f) != want {
+		return nil, fmt.Errorf("invert: %d floats for %d features of %v, want %d", len(f), n, shape, want)
+	}
+	out := make([]float32, n*3*m.cfg.Size*m.cfg.Size)
+	msg := C.ds_model_invert(m.ptr, (*C.float)(&f[0]), C.int64_t(n), (*C.float)(&out[0]))
+	runtime.KeepAlive(f)
+	if err := errorFrom("invert", msg); err != nil {
 		return nil, err
 	}
 	return out, nil

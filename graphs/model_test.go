@@ -51,7 +51,7 @@ func newModel(t *testing.T, cfg Config) *Model {
 	if cfg.Weights["feat"] > 0 {
 		comp = testComparator(t)
 	}
-	m, err := NewModel(cfg, comp)
+	m, err := NewModel(cfg, comp, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestNewModelRejectsBadConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig()
 			tc.edit(&cfg)
-			m, err := NewModel(cfg, testComparator(t))
+			m, err := NewModel(cfg, testComparator(t), nil)
 			if err == nil {
 				m.Close()
 				t.Fatal("NewModel succeeded")
@@ -268,7 +268,7 @@ func TestReconstructShapes(t *testing.T) {
 }
 
 func TestClosedModel(t *testing.T) {
-	m, err := NewModel(testConfig(), testComparator(t))
+	m, err := NewModel(testConfig(), testComparator(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -126,6 +127,72 @@ struct GeneratorImpl : nn::Module {
 };
 TORCH_MODULE(Generator);
 
+// Inversion generator: from a fixed network's features back to the image.
+// Spatial features (C x H x W) pass three 3x3 convolutions, are resized to
+// the grid that a whole number of x2 stages takes to size (a no-op when
+// size/H is a power of two), then up-sampled; vectors (fully connected
+// layers, or a 1 x 1 map) pass three fully connected layers and are
+// reshaped to 4 x 4. The widths are the paper's at 256 px, scaled to size.
+struct InversionGeneratorImpl : nn::Module {
+  bool vector;
+  int64_t grid, fc_ch = 0;
+  nn::Sequential head, body;
+
+  InversionGeneratorImpl(int64_t c, int64_t h, int64_t w, int64_t size, Upsample how)
+      : vector(h == 1 && w == 1) {
+    int64_t stages = 0;
+    if (vector) {
+      grid = 4;
+      const int64_t width = std::clamp<int64_t>(4096 * size / 256, 256, 4096);
+      fc_ch = width / 16;
+      head = nn::Sequential(nn::Linear(c, width), leaky(), nn::Linear(width, width), leaky(),
+                            nn::Linear(width, fc_ch * grid * grid), leaky());
+    } else {
+      stages = std::clamp<int64_t>(std::lround(std::log2(double(size) / h)), 0, 8);
+      grid = size >> stages;
+    }
+    if (vector)
+      while ((grid << stages) < size) stages++;
+    int64_t ch = std::min<int64_t>(32LL << stages, 512);
+    if (vector) {
+      body->push_back(conv(fc_ch, ch, 3));
+      body->push_back(leaky());
+    } else {
+      head = nn::Sequential(conv(c, ch, 3), leaky(), conv(ch, ch, 3), leaky(), conv(ch, ch, 3),
+                            leaky());
+    }
+    for (int64_t i = 0; i < stages; i++) {
+      const int64_t out = std::max<int64_t>(ch / 2, 32);
+      push_upsample(body, how, ch, out);
+      body->push_back(leaky());
+      body->push_back(conv(out, out, 3));
+      body->push_back(leaky());
+      ch = out;
+    }
+    body->push_back(conv(ch, 3, 3));  // linear output
+    register_module("head", head);
+    register_module("body", body);
+    msra_init(*this);
+  }
+
+  torch::Tensor forward(torch::Tensor f) {
+    torch::Tensor x;
+    if (vector) {
+      x = head->forward(f.flatten(1)).view({f.size(0), fc_ch, grid, grid});
+    } else {
+      x = head->forward(f);
+      if (x.size(2) != grid || x.size(3) != grid)
+        x = torch::nn::functional::interpolate(
+            x, torch::nn::functional::InterpolateFuncOptions()
+                   .size(std::vector<int64_t>{grid, grid})
+                   .mode(torch::kBilinear)
+                   .align_corners(false));
+    }
+    return body->forward(x);
+  }
+};
+TORCH_MODULE(InversionGenerator);
+
 // Discriminator D: the paper's 7x7/5x5/3x3 stack, global average pooling,
 // dropout 0.5 before each fully connected layer. The first stride scales
 // with the crop: 4 from 64 px up, as in the paper's 227 px version.
@@ -239,5 +306,37 @@ inline FeatureNet exemplar(int64_t classes) {
       nn::Sequential(nn::Linear(256, 512), nn::ReLU(), nn::Dropout(0.5),
                      nn::Linear(512, classes)));
 }
+
+// The inversion discriminator: D's image features joined, before the
+// classifier, to a small embedding of the features being inverted, as in
+// the paper. Spatial features are average-pooled to at most 4 x 4 first.
+struct ConditionalDiscriminatorImpl : nn::Module {
+  nn::Sequential features, embed, classifier;
+
+  ConditionalDiscriminatorImpl(int64_t size, int64_t c, int64_t h, int64_t w) {
+    const int64_t s1 = std::clamp<int64_t>(size / 16, 1, 4);
+    features = nn::Sequential(conv(3, 32, 7, s1), leaky(),      //
+                              conv(32, 64, 5), leaky(),         //
+                              conv(64, 128, 3, 2), leaky(),     //
+                              conv(128, 256, 3), leaky(),       //
+                              conv(256, 256, 3, 2), leaky(),    //
+                              nn::AdaptiveAvgPool2d(1), nn::Flatten());
+    const int64_t k = std::min<int64_t>(std::min(h, w), 4);
+    embed = nn::Sequential(nn::AdaptiveAvgPool2d(k), nn::Flatten(), nn::Linear(c * k * k, 256),
+                           leaky());
+    classifier = nn::Sequential(nn::Dropout(0.5), nn::Linear(512, 256), leaky(),
+                                nn::Dropout(0.5), nn::Linear(256, 1));
+    register_module("features", features);
+    register_module("embed", embed);
+    register_module("classifier", classifier);
+    msra_init(*this);
+  }
+
+  torch::Tensor forward(torch::Tensor x, torch::Tensor f) {
+    auto joined = torch::cat({features->forward(x), embed->forward(f)}, 1);
+    return classifier->forward(joined).squeeze(1);
+  }
+};
+TORCH_MODULE(ConditionalDiscriminator);
 
 }  // namespace deepsim

@@ -145,7 +145,7 @@ func TestUpsampleKinds(t *testing.T) {
 	}
 	cfg := testConfig()
 	cfg.Upsample = 7
-	if m, err := NewModel(cfg, nil); err == nil {
+	if m, err := NewModel(cfg, nil, nil); err == nil {
 		m.Close()
 		t.Fatal("unknown upsampling accepted")
 	}

@@ -109,3 +109,34 @@ func OpenString(spec string, store Store, inputSize int) (*graphs.Comparator, er
 	}
 	return Open(s, store, inputSize)
 }
+
+// Fingerprint names exactly which weights a spec's network has, for runs to
+// record: the SHA-256 of the weights (and of an imported Keras model's
+// layer graph), or "random:ARCH" for the fixed-seed random weights.
+func Fingerprint(spec string, store Store) (string, error) {
+	s, err := Parse(spec)
+	if err != nil {
+		return "", err
+	}
+	if s, err = Resolve(s, store); err != nil {
+		return "", err
+	}
+	switch {
+	case s.Random:
+		return fmt.Sprintf("random:%s:seed%d", s.Arch, RandomSeed), nil
+	case s.Arch == "torchscript":
+		sum, err := fileSHA256(s.Script)
+		return "sha256:" + sum, err
+	case s.Name == Shipped:
+		rec, err := ShippedInfo()
+		return "sha256:" + rec.SHA256, err
+	}
+	e, err := store.Lookup(s.Name)
+	if err != nil {
+		return "", err
+	}
+	if e.GraphSHA256 != "" {
+		return "sha256:" + e.SHA256 + ",graph:" + e.GraphSHA256, nil
+	}
+	return "sha256:" + e.SHA256, nil
+}

@@ -180,18 +180,27 @@ func (s Store) Lookup(name string) (Entry, error) {
 	return e, nil
 }
 
-// Verify checks that the stored weights still have their recorded SHA-256.
-func (s Store) Verify(e Entry) error {
-	f, err := os.Open(s.WeightsPath(e.Name))
+// fileSHA256 is the hex SHA-256 of a file's bytes.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Verify checks that the stored weights still have their recorded SHA-256.
+func (s Store) Verify(e Entry) error {
+	got, err := fileSHA256(s.WeightsPath(e.Name))
+	if err != nil {
 		return err
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != e.SHA256 {
+	if got != e.SHA256 {
 		return fmt.Errorf("stored weights of %q changed since import (sha256 %s, recorded %s): import them again", e.Name, got[:12], e.SHA256[:12])
 	}
 	return nil

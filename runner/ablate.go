@@ -125,7 +125,7 @@ func ablationSheet(ctx context.Context, opt AblateOptions, log *slog.Logger) (*i
 	crops := fixedCrops(set, opt.Base, reportCrops, 1)
 	rows := [][]*image.NRGBA{images(crops.Data, crops.N, size)}
 	for _, c := range Combinations {
-		model, _, err := OpenModel(filepath.Join(opt.Out, c.Slug))
+		model, _, err := OpenModel(filepath.Join(opt.Out, c.Slug), opt.Store)
 		if err != nil {
 			return nil, err
 		}

@@ -59,7 +59,7 @@ func trainer(b *testing.B, cfg Config) func() {
 		b.Fatal(err)
 	}
 	defer comp.Close()
-	model, err := graphs.NewModel(cfg.Graph(), comp)
+	model, err := graphs.NewModel(cfg.Graph(), comp, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

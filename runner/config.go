@@ -49,6 +49,13 @@ type Config struct {
 	Layer          string `json:"layer,omitempty"`
 	ComparatorSize int    `json:"comparator_size"`
 
+	// Inversion: the network whose features G inverts (a comparator spec),
+	// at Layer; the side it sees images at (0: Size); and a fingerprint of
+	// its weights, so that a run is never continued or used with others.
+	Target        string `json:"target,omitempty"`
+	TargetSize    int    `json:"target_size,omitempty"`
+	TargetWeights string `json:"target_weights,omitempty"`
+
 	// Comparator task: surrogate classes, and how often to measure their
 	// accuracy on held-out transformations (HeldoutPerClass per class).
 	Classes         int   `json:"classes,omitempty"`
@@ -136,9 +143,33 @@ func (c Config) KLWeightAt(step int64) float64 {
 	return c.KLWeight * float64(step) / float64(c.KLWarmup)
 }
 
+// TargetSpec is an inversion's target tapped at its inverted layer: Target,
+// with Layer appended when the spec names none.
+func (c Config) TargetSpec() string {
+	if c.Layer != "" && !strings.Contains(c.Target, ":") {
+		return c.Target + ":" + c.Layer
+	}
+	return c.Target
+}
+
+// TargetSide is the side an inversion's target sees images at.
+func (c Config) TargetSide() int {
+	if c.TargetSize > 0 {
+		return c.TargetSize
+	}
+	return c.Size
+}
+
 // ComparatorSpec is the effective comparator spec: Comparator, with Layer
-// appended when the spec names no layer.
+// appended when the spec names no layer. An inversion's Layer is its
+// target's, and its comparator is by default the target at that layer.
 func (c Config) ComparatorSpec() string {
+	if c.Task == TaskInversion {
+		if c.Comparator == "" {
+			return c.TargetSpec()
+		}
+		return c.Comparator
+	}
 	if c.Layer != "" && !strings.Contains(c.Comparator, ":") {
 		return c.Comparator + ":" + c.Layer
 	}
@@ -248,8 +279,9 @@ func (c Config) Generative() bool {
 }
 
 // resumable are the settings a resumed run may change, by config.json key.
+// (An inversion's target_weights is checked against the weights themselves.)
 var resumable = map[string]bool{"steps": true, "threads": true, "data": true, "heldout": true,
-	"log_every": true, "checkpoint_every": true}
+	"log_every": true, "checkpoint_every": true, "target_weights": true}
 
 // flagNames are the command-line flags of config keys whose names differ.
 var flagNames = map[string]string{"code_channels": "latent"}

@@ -83,7 +83,7 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if opt.N < 2 {
 		return nil, errors.New("eval needs --n of at least 2")
 	}
-	model, cfg, err := OpenModel(opt.Run)
+	model, cfg, err := OpenModel(opt.Run, opt.Store)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,13 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if !cfg.Generative() {
 		return nil, fmt.Errorf("%s is a %s run: eval measures reconstructions", opt.Run, cfg.Task)
 	}
-	res := &EvalResult{Run: opt.Run, N: opt.N, Comparator: cfg.ComparatorSpec(), Judge: opt.Judge}
+	// Feature errors are in the run's comparator's space, or for an
+	// inversion in its target's at the inverted layer, as in the paper.
+	space, spaceSize := cfg.ComparatorSpec(), cfg.ComparatorSize
+	if cfg.Target != "" {
+		space, spaceSize = cfg.TargetSpec(), cfg.TargetSide()
+	}
+	res := &EvalResult{Run: opt.Run, N: opt.N, Comparator: space, Judge: opt.Judge}
 	// The judge sees crops at their own size: resizing 64 px crops to 224
 	// would measure the resampling more than the reconstruction.
 	judgeSize := cfg.Size
@@ -105,7 +111,7 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if opt.JudgeSize > 0 {
 		judgeSize = opt.JudgeSize
 	}
-	comp, err := pretrained.OpenString(res.Comparator, opt.Store, cfg.ComparatorSize)
+	comp, err := pretrained.OpenString(space, opt.Store, spaceSize)
 	if err != nil {
 		return nil, err
 	}

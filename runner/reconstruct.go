@@ -13,6 +13,7 @@ import (
 
 	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/pipeline"
+	"github.com/deepsim/deepsim/pretrained"
 )
 
 // GridFile is the side-by-side sheet (input | reconstruction) that
@@ -24,7 +25,11 @@ type ReconstructOptions struct {
 	Run    string   // run folder
 	Out    string   // output folder
 	Inputs []string // image files or folders
-	Log    *slog.Logger
+	// Features, for an inversion run, is a .npy file of target features to
+	// invert instead of images: float32, (N, C, H, W) or (C, H, W).
+	Features string
+	Store    pretrained.Store
+	Log      *slog.Logger
 }
 
 // ReconstructSummary lists what was written.
@@ -36,14 +41,30 @@ type ReconstructSummary struct {
 
 // OpenModel rebuilds a run's networks from its config.json and loads its
 // checkpoint, for inference: without the comparator, which only training
-// needs.
-func OpenModel(run string) (*graphs.Model, Config, error) {
+// needs, but with an inversion's target, whose weights must be those the
+// run trained with.
+func OpenModel(run string, store pretrained.Store) (*graphs.Model, Config, error) {
 	cfg, err := LoadConfig(run)
 	if err != nil {
 		return nil, cfg, err
 	}
 	graphs.SetThreads(cfg.Threads)
-	model, err := graphs.NewModel(cfg.Graph(), nil)
+	var target *graphs.Comparator
+	if cfg.Target != "" {
+		fp, err := pretrained.Fingerprint(cfg.TargetSpec(), store)
+		if err != nil {
+			return nil, cfg, err
+		}
+		if fp != cfg.TargetWeights {
+			return nil, cfg, fmt.Errorf("%s inverts %s with weights %s, but the store has %s: import the same weights again",
+				run, cfg.TargetSpec(), cfg.TargetWeights, fp)
+		}
+		if target, err = pretrained.OpenString(cfg.TargetSpec(), store, cfg.TargetSide()); err != nil {
+			return nil, cfg, err
+		}
+		defer target.Close()
+	}
+	model, err := graphs.NewModel(cfg.Graph(), nil, target)
 	if err != nil {
 		return nil, cfg, err
 	}
@@ -58,23 +79,35 @@ func OpenModel(run string) (*graphs.Model, Config, error) {
 // writes OUT/<base name>.png at the input's own width and height, plus
 // OUT/grid.png. Images of any size are covered by overlapping tiles at
 // native resolution (the networks are fully convolutional); nothing is
-// resized. An input that cannot be read is skipped with a warning.
+// resized. An inversion run instead regenerates each image, centre-cropped
+// to a square at the training size, from its target's features, or with
+// Features inverts stored features into OUT/000.png, 001.png, ... An input
+// that cannot be read is skipped with a warning.
 func Reconstruct(ctx context.Context, opt ReconstructOptions) (*ReconstructSummary, error) {
 	log := opt.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	files, err := expandInputs(opt.Inputs)
-	if err != nil {
-		return nil, err
+	var files []string
+	if opt.Features == "" || len(opt.Inputs) > 0 {
+		var err error
+		if files, err = expandInputs(opt.Inputs); err != nil {
+			return nil, err
+		}
 	}
-	model, cfg, err := OpenModel(opt.Run)
+	model, cfg, err := OpenModel(opt.Run, opt.Store)
 	if err != nil {
 		return nil, err
 	}
 	defer model.Close()
+	if cfg.Target == "" && opt.Features != "" {
+		return nil, fmt.Errorf("%s is a %s run: only an inversion run inverts features", opt.Run, cfg.Task)
+	}
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, err
+	}
+	if opt.Features != "" {
+		return invertFile(model, cfg, opt)
 	}
 	sum := &ReconstructSummary{}
 	var pairs [][2]*image.NRGBA
@@ -88,7 +121,12 @@ func Reconstruct(ctx context.Context, opt ReconstructOptions) (*ReconstructSumma
 			sum.Skipped = append(sum.Skipped, pipeline.Skipped{Path: f, Err: err})
 			continue
 		}
-		out, err := ReconstructImage(model, in, cfg.Size)
+		var out *image.NRGBA
+		if cfg.Target != "" {
+			in, out, err = invertImage(model, in, cfg.Size)
+		} else {
+			out, err = ReconstructImage(model, in, cfg.Size)
+		}
 		if err != nil {
 			return sum, fmt.Errorf("%s: %w", f, err)
 		}

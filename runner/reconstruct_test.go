@@ -12,6 +12,7 @@ import (
 	"github.com/disintegration/imaging"
 
 	"github.com/deepsim/deepsim/internal/testimages"
+	"github.com/deepsim/deepsim/pretrained"
 )
 
 func TestReconstructKeepsSizes(t *testing.T) {
@@ -65,7 +66,7 @@ func TestReconstructTilesAgree(t *testing.T) {
 	cfg.Steps = 2
 	run := filepath.Join(t.TempDir(), "run")
 	mustTrain(t, cfg, TrainOptions{Out: run})
-	model, _, err := OpenModel(run)
+	model, _, err := OpenModel(run, pretrained.Store{})
 	if err != nil {
 		t.Fatal(err)
 	}

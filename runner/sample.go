@@ -17,6 +17,7 @@ import (
 	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/internal/measure"
 	"github.com/deepsim/deepsim/pipeline"
+	"github.com/deepsim/deepsim/pretrained"
 )
 
 // SampleOptions controls Sample.
@@ -63,7 +64,7 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 	} else if cfg.Task != TaskVAE {
 		return nil, fmt.Errorf("%s was trained with --task %s: %w; sampling draws from a VAE's prior (train one with --task vae)", opt.Run, cfg.Task, ErrNotVAE)
 	}
-	model, cfg, err := OpenModel(opt.Run)
+	model, cfg, err := OpenModel(opt.Run, pretrained.Store{})
 	if err != nil {
 		return nil, err
 	}
@@ -125,9 +126,7 @@ func interpolate(model *graphs.Model, size int, files []string, steps int) ([]fl
 		if err != nil {
 			return nil, err
 		}
-		x := make([]float32, 3*size*size)
-		sq := imaging.Fill(img, size, size, imaging.Center, imaging.Lanczos)
-		pipeline.ToCHW(sq, sq.Bounds(), x)
+		x, _ := square(img, size)
 		if ends[i], err = model.Encode(x, 1, size, size); err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/disintegration/imaging"
 
 	"github.com/deepsim/deepsim/pipeline"
+	"github.com/deepsim/deepsim/pretrained"
 )
 
 func TestSampleIsRepeatable(t *testing.T) {
@@ -93,7 +94,7 @@ func TestInterpolationRow(t *testing.T) {
 	if len(res.Written) != 5 {
 		t.Fatalf("%d images, want 5", len(res.Written))
 	}
-	model, cfg, err := OpenModel(run)
+	model, cfg, err := OpenModel(run, pretrained.Store{})
 	if err != nil {
 		t.Fatal(err)
 	}

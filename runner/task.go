@@ -27,10 +27,10 @@ type task interface {
 	// generative tells whether a run maps images to images: then it has a
 	// report, and reconstruct and eval work on it.
 	generative() bool
-	// comparator opens what the model's feature loss compares with, or
-	// returns nil when the run has none. It is opened before the images
-	// load, so that a missing one fails fast.
-	comparator(c Config, store pretrained.Store) (*graphs.Comparator, error)
+	// networks opens the fixed networks the model is built with: what its
+	// feature loss compares with, and an inversion's target. They are
+	// opened before the images load, so that a missing one fails fast.
+	networks(c Config, store pretrained.Store) (fixedNets, error)
 	// begin starts the task's part of a run over the loaded images.
 	begin(c Config, set *pipeline.Set, log *slog.Logger) taskRun
 }
@@ -49,17 +49,35 @@ type taskRun interface {
 	finish(ctx context.Context, r *trainRun) error
 }
 
+// fixedNets are the fixed networks a model is built with; either may be
+// nil, and they may be one and the same. targetWeights fingerprints the
+// target's weights (pretrained.Fingerprint).
+type fixedNets struct {
+	comp, target  *graphs.Comparator
+	targetWeights string
+}
+
+func (n fixedNets) Close() {
+	for _, c := range []*graphs.Comparator{n.comp, n.target} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
 // Task names.
 const (
 	TaskAutoencoder = "autoencoder"
 	TaskVAE         = "vae"
 	TaskComparator  = "comparator"
+	TaskInversion   = "inversion"
 )
 
 var tasks = map[string]task{
 	TaskAutoencoder: deepsimTask{},
 	TaskVAE:         deepsimTask{vae: true},
 	TaskComparator:  comparatorTask{},
+	TaskInversion:   inversionTask{},
 }
 
 func taskNamed(name string) (task, error) {

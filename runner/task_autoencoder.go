@@ -66,11 +66,12 @@ func (t deepsimTask) engine() graphs.Task {
 
 func (deepsimTask) generative() bool { return true }
 
-func (deepsimTask) comparator(c Config, store pretrained.Store) (*graphs.Comparator, error) {
+func (deepsimTask) networks(c Config, store pretrained.Store) (fixedNets, error) {
 	if c.LambdaFeat <= 0 {
-		return nil, nil
+		return fixedNets{}, nil
 	}
-	return pretrained.OpenString(c.ComparatorSpec(), store, c.ComparatorSize)
+	comp, err := pretrained.OpenString(c.ComparatorSpec(), store, c.ComparatorSize)
+	return fixedNets{comp: comp}, err
 }
 
 func (t deepsimTask) begin(c Config, set *pipeline.Set, _ *slog.Logger) taskRun {

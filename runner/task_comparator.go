@@ -43,8 +43,8 @@ func (comparatorTask) engine() graphs.Task { return graphs.ComparatorTask }
 
 func (comparatorTask) generative() bool { return false }
 
-func (comparatorTask) comparator(Config, pretrained.Store) (*graphs.Comparator, error) {
-	return nil, nil
+func (comparatorTask) networks(Config, pretrained.Store) (fixedNets, error) {
+	return fixedNets{}, nil
 }
 
 func (comparatorTask) begin(c Config, set *pipeline.Set, log *slog.Logger) taskRun {

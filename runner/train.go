@@ -77,6 +77,21 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	case !opt.Resume && statErr == nil:
 		return nil, fmt.Errorf("%s already holds a run: pass --resume to continue it, or choose another --out", dir)
 	}
+	// The fixed networks first: a missing one fails before anything is
+	// written or minutes of images are decoded.
+	graphs.SetThreads(cfg.Threads)
+	nets, err := t.networks(cfg, opt.Store)
+	if err != nil {
+		return nil, err
+	}
+	defer nets.Close()
+	if nets.targetWeights != "" {
+		if cfg.TargetWeights != "" && cfg.TargetWeights != nets.targetWeights {
+			return nil, fmt.Errorf("the target %s has other weights (%s) than the run trained with (%s)",
+				cfg.TargetSpec(), nets.targetWeights, cfg.TargetWeights)
+		}
+		cfg.TargetWeights = nets.targetWeights
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run folder: %w", err)
 	}
@@ -84,21 +99,12 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if err := SaveConfig(dir, cfg); err != nil {
 		return nil, err
 	}
-	graphs.SetThreads(cfg.Threads)
-
-	comp, err := t.comparator(cfg, opt.Store)
-	if err != nil {
-		return nil, err
-	}
-	if comp != nil {
-		defer comp.Close()
-	}
 	set, err := loadImages(ctx, cfg, cfg.Data, log)
 	if err != nil {
 		return nil, err
 	}
 	sum := &TrainSummary{Images: len(set.Images), Skipped: set.Skipped}
-	model, err := graphs.NewModel(cfg.Graph(), comp)
+	model, err := graphs.NewModel(cfg.Graph(), nets.comp, nets.target)
 	if err != nil {
 		return sum, err
 	}

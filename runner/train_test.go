@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/deepsim/deepsim/internal/testimages"
+	"github.com/deepsim/deepsim/pretrained"
 )
 
 func TestTrainWritesRunFolder(t *testing.T) {
@@ -41,7 +42,7 @@ func TestTrainWritesRunFolder(t *testing.T) {
 	if saved.Size != cfg.Size || saved.LambdaAdv != cfg.LambdaAdv || saved.Data[0] != cfg.Data[0] {
 		t.Fatalf("config.json = %+v", saved)
 	}
-	model, _, err := OpenModel(run)
+	model, _, err := OpenModel(run, pretrained.Store{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,10 @@ const usage = `runner trains and uses DeePSiM image generators.
 
 Commands:
   runner train --task autoencoder|vae|comparator --data DIR --out RUN [flags]
+  runner train --task inversion --target SPEC --layer L --data DIR --out RUN [flags]
   runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...
+  runner reconstruct --run RUN --out DIR --features FILE.npy   (inversion runs)
+  runner features --target SPEC --layer L --out FILE.npy [--size 64] IMAGE_OR_DIR...
   runner sample --run RUN --n N --out FILE.png|DIR [--seed S] [--ref DIR]
   runner sample --run RUN --interpolate A B --steps K --out FILE.png|DIR
   runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC] [--judge-size PX]
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdTrain(ctx, args[1:], log, stderr)
 	case "reconstruct":
 		err = cmdReconstruct(ctx, args[1:], log, stderr)
+	case "features":
+		err = cmdFeatures(ctx, args[1:], log, stdout, stderr)
 	case "sample":
 		err = cmdSample(ctx, args[1:], log, stdout, stderr)
 	case "crops":
@@ -121,13 +126,16 @@ func cmdReconstruct(ctx context.Context, args []string, log *slog.Logger, stderr
 	fs.SetOutput(stderr)
 	fs.StringVar(&opt.Run, "run", "", "trained run folder")
 	fs.StringVar(&opt.Out, "out", "", "folder for the reconstructions and grid.png")
+	fs.StringVar(&opt.Features, "features", "", "inversion runs: invert the features in this .npy file (from runner features)")
 	inputs, err := parseInterleaved(fs, args)
 	if err != nil {
 		return usageErr(err)
 	}
 	opt.Inputs, opt.Log = inputs, log
-	if opt.Run == "" || opt.Out == "" || len(opt.Inputs) == 0 {
-		fmt.Fprintln(stderr, "usage: runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...")
+	opt.Store = pretrained.Store{Home: pretrained.DefaultHome()}
+	if opt.Run == "" || opt.Out == "" || (len(opt.Inputs) == 0 && opt.Features == "") {
+		fmt.Fprintln(stderr, "usage: runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...\n"+
+			"       runner reconstruct --run RUN --out DIR --features FILE.npy")
 		return errUsage
 	}
 	sum, err := runner.Reconstruct(ctx, opt)
@@ -135,6 +143,51 @@ func cmdReconstruct(ctx context.Context, args []string, log *slog.Logger, stderr
 		return err
 	}
 	fmt.Fprintf(stderr, "wrote %d reconstructions to %s (skipped %d); grid: %s\n", len(sum.Written), opt.Out, len(sum.Skipped), sum.Grid)
+	return nil
+}
+
+func cmdFeatures(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
+	const use = "usage: runner features --target SPEC --layer L --out FILE.npy [--size 64] [--target-size PX] IMAGE_OR_DIR...\n" +
+		"       runner features --run INVERSION_RUN --out FILE.npy IMAGE_OR_DIR..."
+	opt := runner.FeaturesOptions{Size: 64, Log: log, Store: pretrained.Store{Home: pretrained.DefaultHome()}}
+	var run, layer string
+	fs := flag.NewFlagSet("features", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&opt.Target, "target", "", "the network (a comparator spec)")
+	fs.StringVar(&layer, "layer", "", "its layer, when --target names none")
+	fs.StringVar(&run, "run", "", "take the target, layer and sizes from this inversion run")
+	fs.StringVar(&opt.Out, "out", "", "the .npy file to write: float32 (N, C, H, W)")
+	fs.IntVar(&opt.Size, "size", opt.Size, "side images are centre-cropped and resized to")
+	fs.IntVar(&opt.TargetSize, "target-size", 0, "side the target sees them at (0: --size)")
+	inputs, err := parseInterleaved(fs, args)
+	if err != nil {
+		return usageErr(err)
+	}
+	if run != "" {
+		cfg, err := runner.LoadConfig(run)
+		if err != nil {
+			return err
+		}
+		if cfg.Target == "" {
+			return fmt.Errorf("%s is a %s run, not an inversion", run, cfg.Task)
+		}
+		opt.Target, opt.Size, opt.TargetSize = cfg.TargetSpec(), cfg.Size, cfg.TargetSize
+	} else if layer != "" && !strings.Contains(opt.Target, ":") {
+		opt.Target += ":" + layer
+	}
+	if opt.Target == "" || opt.Out == "" || len(inputs) == 0 {
+		fmt.Fprintln(stderr, use)
+		return errUsage
+	}
+	opt.Inputs = inputs
+	files, err := runner.Features(ctx, opt)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote the %s features of %d images to %s, in this order:\n", opt.Target, len(files), opt.Out)
+	for i, f := range files {
+		fmt.Fprintf(stdout, "%d\t%s\n", i, f)
+	}
 	return nil
 }
 

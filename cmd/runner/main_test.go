@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/deepsim/deepsim/internal/testimages"
+	"github.com/deepsim/deepsim/pretrained"
 	"github.com/deepsim/deepsim/runner"
 )
 
@@ -183,7 +184,7 @@ func TestKill9DuringCheckpointWrite(t *testing.T) {
 		if tmp, _ := filepath.Glob(pattern); len(tmp) > 0 {
 			midWrite++ // died before the rename: the write was cut short
 		}
-		model, _, err := runner.OpenModel(run)
+		model, _, err := runner.OpenModel(run, pretrained.Store{})
 		if err != nil {
 			t.Fatalf("kill %d: checkpoint does not load: %v", try, err)
 		}

@@ -34,8 +34,8 @@ func (l *latentFlag) Set(v string) error {
 
 // bindTrainFlags binds cfg's fields to fs, so that the flags' defaults are
 // cfg's values.
-func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *bool) {
-	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, vae, or comparator (an Exemplar-CNN)")
+func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *bool, paper *bool) {
+	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, vae, inversion (of --target's features), or comparator (an Exemplar-CNN)")
 	fs.Var((*listFlag)(&cfg.Data), "data", "folder(s) of JPEG/PNG images, comma-separated or repeated")
 	fs.Var((*listFlag)(&cfg.Heldout), "heldout", "folder(s) of held-out images for the report's crops and final eval")
 	fs.StringVar(out, "out", "", "run folder to create (or to continue, with --resume)")
@@ -48,7 +48,10 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *b
 	fs.Float64Var(&cfg.KLWeight, "kl-weight", cfg.KLWeight, "VAE: weight of the KL term (nats per image)")
 	fs.Int64Var(&cfg.KLWarmup, "kl-warmup", cfg.KLWarmup, "VAE: steps over which the KL weight rises linearly from 0")
 	fs.StringVar(&cfg.Comparator, "comparator", cfg.Comparator, "comparator C: NAME:LAYER, ARCH-random:LAYER or FILE.pt[:SUBMODULE]")
-	fs.StringVar(&cfg.Layer, "layer", cfg.Layer, "comparator layer, when --comparator names none")
+	fs.StringVar(&cfg.Layer, "layer", cfg.Layer, "comparator layer, when --comparator names none; for an inversion, the target's layer to invert")
+	fs.StringVar(&cfg.Target, "target", cfg.Target, "inversion: the network whose features G inverts (a comparator spec, e.g. mobilenetv2 or alexnet)")
+	fs.IntVar(&cfg.TargetSize, "target-size", cfg.TargetSize, "inversion: side the target sees the images at (0: --size)")
+	fs.BoolVar(paper, "paper-weights", false, "inversion: the paper's loss weights, rescaled to this project's terms (instead of the --lambda-* flags)")
 	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to (0: its own)")
 	fs.IntVar(&cfg.Classes, "classes", cfg.Classes, "surrogate classes (comparator task)")
 	fs.Float64Var(&cfg.LambdaFeat, "lambda-feat", cfg.LambdaFeat, "weight of the feature (perceptual) loss")
@@ -59,6 +62,17 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *b
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch threads (0: one per core)")
 	fs.Int64Var(&cfg.LogEvery, "log-every", cfg.LogEvery, "write metrics every N steps")
 	fs.Int64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "save a checkpoint every N steps")
+}
+
+// anySet tells whether any of the named flags was given.
+func anySet(fs *flag.FlagSet, names ...string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		for _, n := range names {
+			set = set || f.Name == n
+		}
+	})
+	return set
 }
 
 // taskOf finds --task in args, so that flags default to the task's values.
@@ -80,10 +94,10 @@ func taskOf(args []string) string {
 func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Writer) error {
 	cfg := runner.DefaultsFor(taskOf(args))
 	var out string
-	var resume bool
+	var resume, paper bool
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	bindTrainFlags(fs, &cfg, &out, &resume)
+	bindTrainFlags(fs, &cfg, &out, &resume, &paper)
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
 	}
@@ -103,7 +117,7 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Wr
 		cfg = saved
 		again := flag.NewFlagSet("train", flag.ContinueOnError)
 		again.SetOutput(io.Discard)
-		bindTrainFlags(again, &cfg, &out, &resume)
+		bindTrainFlags(again, &cfg, &out, &resume, &paper)
 		cfg.Data, cfg.Heldout = nil, nil // when given, the flags replace the lists
 		if err := again.Parse(args); err != nil {
 			return usageErr(err)
@@ -119,6 +133,15 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Wr
 		}
 	}
 	store := pretrained.Store{Home: pretrained.DefaultHome()}
+	if paper && !resume {
+		if cfg.Task != runner.TaskInversion || anySet(fs, "lambda-feat", "lambda-adv", "lambda-img") {
+			return fmt.Errorf("%w: --paper-weights is for --task inversion, without --lambda-*", errUsage)
+		}
+		if err := runner.PaperWeights(&cfg, store); err != nil {
+			return err
+		}
+		log.Info("loss weights: the paper's, rescaled", "lambda_feat", cfg.LambdaFeat, "lambda_adv", cfg.LambdaAdv, "lambda_img", cfg.LambdaImg)
+	}
 	sum, err := runner.Train(ctx, cfg, runner.TrainOptions{Out: out, Resume: resume, Store: store, Log: log, Progress: stderr})
 	if sum != nil && len(sum.Skipped) > 0 {
 		log.Warn("some files were skipped", "skipped", len(sum.Skipped), "used", sum.Images)
