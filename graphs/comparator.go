@@ -9,6 +9,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"unsafe"
 )
@@ -127,7 +128,13 @@ func (c *Comparator) Features(x []float32, n, h, w int) ([]float32, [4]int, erro
 	total := 1
 	for i := range shape {
 		shape[i] = int(cs[i])
+		if shape[i] < 1 || total > math.MaxInt32/shape[i] {
+			return nil, shape, fmt.Errorf("features: the comparator gave shape %v", cs)
+		}
 		total *= shape[i]
+	}
+	if shape[0] != n {
+		return nil, shape, fmt.Errorf("features: the comparator gave %d entries for %d images", shape[0], n)
 	}
 	f := make([]float32, total)
 	copy(f, unsafe.Slice((*float32)(unsafe.Pointer(out)), total))

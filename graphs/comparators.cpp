@@ -376,6 +376,25 @@ std::shared_ptr<Comparator> make_comparator(const ds_comparator_spec& spec) {
 
 }  // namespace
 
+std::vector<torch::Tensor> checked_features(Comparator& c, const torch::Tensor& x) {
+  auto taps = c.features(x);
+  if (taps.empty()) throw std::runtime_error("the comparator gave no features");
+  for (size_t i = 0; i < taps.size(); i++) {
+    const auto& f = taps[i];
+    std::ostringstream what;
+    what << "the comparator's output" << (taps.size() > 1 ? " " + std::to_string(i) : "")
+         << " has shape " << f.sizes() << " for a batch of " << x.size(0);
+    if (f.dim() < 1 || f.size(0) != x.size(0))
+      throw std::runtime_error(what.str() + ": want one entry per image");
+    if (f.numel() == 0) throw std::runtime_error(what.str() + ": it is empty");
+    if (!f.is_floating_point())
+      throw std::runtime_error(what.str() + ": it is not floating point");
+    if (!torch::isfinite(f.detach()).all().item<bool>())
+      throw std::runtime_error(what.str() + ": it holds values that are not finite");
+  }
+  return taps;
+}
+
 int32_t arch_input_size(const std::string& arch) {
   if (arch == "torchscript") return kScriptInputSize;
   return find_arch(arch).input_size;
@@ -394,7 +413,7 @@ void free_comparator(ds_comparator* c) { delete c; }
 void comparator_features(ds_comparator& c, const float* x, int64_t n, int64_t h,
                          int64_t w, float** out, int64_t shape[4]) {
   torch::NoGradGuard no_grad;
-  auto taps = c.c->features(input_tensor(x, n, h, w, c.device));
+  auto taps = checked_features(*c.c, input_tensor(x, n, h, w, c.device));
   torch::Tensor f = taps[0];
   if (taps.size() > 1) {
     for (auto& t : taps) t = t.reshape({n, -1});
@@ -415,8 +434,8 @@ void comparator_features(ds_comparator& c, const float* x, int64_t n, int64_t h,
 void comparator_distance(ds_comparator& c, const float* a, const float* b, int64_t n,
                          int64_t h, int64_t w, double* out) {
   torch::NoGradGuard no_grad;
-  auto fa = c.c->features(input_tensor(a, n, h, w, c.device));
-  auto fb = c.c->features(input_tensor(b, n, h, w, c.device));
+  auto fa = checked_features(*c.c, input_tensor(a, n, h, w, c.device));
+  auto fb = checked_features(*c.c, input_tensor(b, n, h, w, c.device));
   auto d = torch::zeros({n}, torch::kFloat64);
   for (size_t t = 0; t < fa.size(); t++) {
     // LPIPS's normalisation: unit length over channels, at each position.

@@ -75,6 +75,10 @@ class Comparator {
   virtual void to(torch::Device d) = 0;
 };
 
+// c's features of x, checked: one batch entry per image, values in each,
+// and finite. A user's TorchScript module may return anything.
+std::vector<torch::Tensor> checked_features(Comparator& c, const torch::Tensor& x);
+
 
 }  // namespace deepsim
 

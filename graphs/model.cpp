@@ -2,6 +2,7 @@
 // its train step once; then inference and checkpoints.
 #include <malloc.h>
 
+#include <cmath>
 #include <optional>
 #include <stdexcept>
 
@@ -48,6 +49,22 @@ Named d_params(ds_model& m) {
   if (m.cdisc) return named("discriminator.", *m.cdisc);
   if (!m.disc) return {};
   return named("discriminator.", *m.disc);
+}
+
+// A step must never leave non-finite weights behind: it stops with an
+// error instead, so that the run fails and saves nothing.
+void check_finite_loss(const char* what, const torch::Tensor& loss) {
+  const double v = loss.item<double>();
+  if (!std::isfinite(v))
+    throw std::runtime_error(std::string("training diverged: the ") + what + " is " +
+                             std::to_string(v));
+}
+
+void check_finite_params(const Named& params) {
+  for (const auto& [name, t] : params)
+    if (!torch::isfinite(t).all().item<bool>())
+      throw std::runtime_error("training diverged: parameter \"" + name +
+                               "\" is not finite after the step");
 }
 
 std::unique_ptr<torch::optim::Adam> adam(const ds_config& cfg,
@@ -109,10 +126,10 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     std::vector<torch::Tensor> target;
     {
       torch::NoGradGuard no_grad;
-      target = m.comp->features(x);
+      target = checked_features(*m.comp, x);
     }
     // With several taps, the sum of each tap's mean squared error.
-    auto fy = m.comp->features(y);
+    auto fy = checked_features(*m.comp, y);
     l_feat = F::mse_loss(fy[0], target[0]);
     for (size_t i = 1; i < fy.size(); i++) l_feat = l_feat + F::mse_loss(fy[i], target[i]);
     g_loss = g_loss + w_feat * l_feat;
@@ -127,9 +144,11 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     l_discr = F::binary_cross_entropy_with_logits(real, torch::ones_like(real)) +
               F::binary_cross_entropy_with_logits(fake, torch::zeros_like(fake));
     if (update_d) {
+      check_finite_loss("discriminator's loss", l_discr);
       m.opt_d->zero_grad();
       l_discr.backward();
       m.opt_d->step();
+      check_finite_params(d_params(m));
     }
 
     // The adversarial loss: G tries to make D call its output real. It must
@@ -143,9 +162,11 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
 
   // The generator's step.
   if (update_g && g_loss.requires_grad()) {
+    check_finite_loss("generator's weighted loss", g_loss);
     m.opt_g->zero_grad();
     g_loss.backward();
     m.opt_g->step();
+    check_finite_params(g_params(m));
   }
 
   // In the order of m.terms.
@@ -219,7 +240,7 @@ void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
 // connected layers) come as n x D x 1 x 1, like a 1 x 1 map.
 torch::Tensor target_features(ds_model& m, const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
-  auto f = m.target->features(x)[0];
+  auto f = checked_features(*m.target, x)[0];
   return f.dim() == 2 ? f.view({f.size(0), f.size(1), 1, 1}) : f;
 }
 
@@ -243,7 +264,7 @@ void build_inversion(ds_model& m, std::shared_ptr<Comparator> comp,
   std::vector<torch::Tensor> taps;
   {
     torch::NoGradGuard no_grad;
-    taps = m.target->features(torch::zeros({1, 3, cfg.size, cfg.size}).to(m.device));
+    taps = checked_features(*m.target, torch::zeros({1, 3, cfg.size, cfg.size}).to(m.device));
   }
   if (taps.size() != 1)
     throw std::invalid_argument("an inversion inverts one layer of its target, not " +
@@ -285,9 +306,11 @@ void classify(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
     loss = F::cross_entropy(logits, y);
   }
   if (train) {
+    check_finite_loss("classifier's loss", loss);
     m.opt_g->zero_grad();
     loss.backward();
     m.opt_g->step();
+    check_finite_params(g_params(m));
   }
   *out = ds_step_log{};
   out->values[0] = loss.item<double>();

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/deepsim/deepsim/internal/hostile"
 )
 
 func testConfig() Config {
@@ -276,5 +278,40 @@ func TestClosedModel(t *testing.T) {
 	m.Close()
 	if _, err := m.TrainStep(Step{Batch: randomBatch(1, 1, 32), N: 1}); err == nil {
 		t.Fatal("TrainStep on a closed model succeeded")
+	}
+}
+
+// A step whose loss is not finite stops before it changes any weight.
+func TestNonFiniteStepChangesNothing(t *testing.T) {
+	cfg := testConfig()
+	cfg.Weights["feat"] = 0 // the comparator would refuse the input itself
+	m := newModel(t, cfg)
+	x := randomBatch(1, 1, 32)[:3*24*24]
+	before, _ := m.Reconstruct(x, 1, 24, 24)
+	batch := randomBatch(2, 2, 32)
+	batch[5] = float32(math.Inf(1))
+	if _, err := m.TrainStep(Step{Batch: batch, N: 2}); err == nil || !strings.Contains(err.Error(), "diverged") {
+		t.Fatalf("err = %v, want a divergence", err)
+	}
+	after, err := m.Reconstruct(x, 1, 24, 24)
+	if err != nil || !slices.Equal(before, after) {
+		t.Fatalf("the refused step changed the model (%v)", err)
+	}
+}
+
+// A checkpoint whose tensor record reaches outside its storage is refused
+// by the engine itself, before any copy.
+func TestLoadRefusesRecordOutsideStorage(t *testing.T) {
+	m := newModel(t, testConfig())
+	good, err := m.Save(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := hostile.Checkpoint(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newModel(t, testConfig()).Load(bad); err == nil || !strings.Contains(err.Error(), "outside its storage") {
+		t.Fatalf("err = %v", err)
 	}
 }

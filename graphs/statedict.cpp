@@ -9,6 +9,31 @@
 
 namespace deepsim {
 
+namespace {
+
+// A tensor's view must lie within its storage: a hostile file can point
+// one anywhere, and the first read of it would crash the process.
+void check_view(const std::string& name, const torch::Tensor& t) {
+  if (t.numel() == 0) return;
+  const int64_t values = static_cast<int64_t>(t.storage().nbytes()) / t.element_size();
+  int64_t last = t.storage_offset();
+  bool ok = last >= 0;
+  for (int64_t i = 0; ok && i < t.dim(); i++) {
+    const int64_t step = t.stride(i), n = t.size(i) - 1;
+    ok = step >= 0 && (n == 0 || step <= (values - last) / n);
+    if (ok) last += n * step;
+  }
+  if (!ok || last >= values) {
+    std::ostringstream msg;
+    msg << "tensor \"" << name << "\": offset " << t.storage_offset() << ", sizes " << t.sizes()
+        << " and strides " << t.strides() << " reach outside its storage of " << values
+        << " values";
+    throw std::runtime_error(msg.str());
+  }
+}
+
+}  // namespace
+
 TensorDict dict_from_bytes(std::vector<char> bytes) {
   torch::IValue v = torch::pickle_load(bytes);
   if (!v.isGenericDict()) throw std::runtime_error("not a state dict");
@@ -16,6 +41,7 @@ TensorDict dict_from_bytes(std::vector<char> bytes) {
   for (const auto& kv : v.toGenericDict()) {
     if (!kv.key().isString() || !kv.value().isTensor())
       throw std::runtime_error("state dict holds a non-tensor entry");
+    check_view(kv.key().toStringRef(), kv.value().toTensor());
     dict.insert(kv.key().toStringRef(), kv.value().toTensor());
   }
   return dict;

@@ -19,6 +19,11 @@ import (
 // allocates width*height*4 bytes or more before the first pixel is read.
 const DefaultMaxPixels = 64 << 20
 
+// MaxKeptPixels bounds an image as the pipeline keeps it, after resizing:
+// 64 MB of pixels. A photo kept at a 512 px short side stays far below it;
+// a 1 x 65536 image upscaled to a 32 px short side would not.
+const MaxKeptPixels = 16 << 20
+
 // ErrTooLarge is returned for images whose declared size exceeds the limit.
 var ErrTooLarge = errors.New("declared image size exceeds the limit")
 
@@ -39,14 +44,20 @@ type DecodeOptions struct {
 // NRGBA buffer. 16-bit, grayscale, paletted and CMYK images are converted;
 // alpha is flattened onto white.
 func Decode(path string, opt DecodeOptions) (*image.NRGBA, error) {
+	// A FIFO or a device would be read forever: only regular files are
+	// opened.
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s)", st.Mode().Type())
+	} else if st.Size() == 0 {
+		return nil, errors.New("empty file")
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() == 0 {
-		return nil, errors.New("empty file")
-	}
 	r := bufio.NewReader(f)
 	cfg, format, err := image.DecodeConfig(r)
 	if err != nil {
@@ -59,6 +70,11 @@ func Decode(path string, opt DecodeOptions) (*image.NRGBA, error) {
 	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > int64(maxPx) {
 		return nil, fmt.Errorf("%w: %s header declares %dx%d (limit %d pixels)", ErrTooLarge, format, cfg.Width, cfg.Height, maxPx)
 	}
+	// What is kept after resizing is bounded too: a 1 x 65536 image
+	// upscaled to a 64 px short side would need 268 million pixels.
+	if w, h := targetSize(cfg.Width, cfg.Height, opt); (w != cfg.Width || h != cfg.Height) && int64(w)*int64(h) > MaxKeptPixels {
+		return nil, fmt.Errorf("%w: a %dx%d %s would be resized to %dx%d (limit %d pixels)", ErrTooLarge, cfg.Width, cfg.Height, format, w, h, MaxKeptPixels)
+	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
@@ -70,19 +86,27 @@ func Decode(path string, opt DecodeOptions) (*image.NRGBA, error) {
 	return normalize(img, opt), nil
 }
 
-func normalize(img image.Image, opt DecodeOptions) *image.NRGBA {
-	b := img.Bounds()
-	w, h := b.Dx(), b.Dy()
+// targetSize is the size an image of w x h is resized to: its short side
+// brought into [MinSide, MaxSide].
+func targetSize(w, h int, opt DecodeOptions) (int, int) {
 	short := min(w, h)
-	var out *image.NRGBA
 	switch {
 	case opt.MaxSide > 0 && short > opt.MaxSide:
 		s := float64(opt.MaxSide) / float64(short)
-		out = imaging.Resize(img, max(1, int(float64(w)*s+0.5)), max(1, int(float64(h)*s+0.5)), imaging.Linear)
+		return max(1, int(float64(w)*s+0.5)), max(1, int(float64(h)*s+0.5))
 	case opt.MinSide > 0 && short < opt.MinSide:
 		s := float64(opt.MinSide) / float64(short)
-		out = imaging.Resize(img, max(opt.MinSide, int(float64(w)*s+0.5)), max(opt.MinSide, int(float64(h)*s+0.5)), imaging.Linear)
-	default:
+		return max(opt.MinSide, int(float64(w)*s+0.5)), max(opt.MinSide, int(float64(h)*s+0.5))
+	}
+	return w, h
+}
+
+func normalize(img image.Image, opt DecodeOptions) *image.NRGBA {
+	b := img.Bounds()
+	var out *image.NRGBA
+	if w, h := targetSize(b.Dx(), b.Dy(), opt); w != b.Dx() || h != b.Dy() {
+		out = imaging.Resize(img, w, h, imaging.Linear)
+	} else {
 		out = imaging.Clone(img)
 	}
 	if !opaque(out) {

@@ -281,3 +281,32 @@ func TestExemplarClasses(t *testing.T) {
 		t.Fatal("two augmentations are identical")
 	}
 }
+
+// FuzzDecode feeds the image decoder anything: it returns an opaque
+// image within its limits or an error, never panics.
+func FuzzDecode(f *testing.F) {
+	dir := f.TempDir()
+	cmyk, _ := os.ReadFile("../testdata/cmyk.jpg")
+	if err := testimages.WriteBadFiles(dir, cmyk); err != nil {
+		f.Fatal(err)
+	}
+	testimages.WritePhotos(dir, 2, 24, 16, 1)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(t.TempDir(), "in.png")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		img, err := Decode(p, DecodeOptions{MinSide: 16, MaxSide: 64})
+		if err != nil {
+			return
+		}
+		if b := img.Bounds(); b.Dx()*b.Dy() > MaxKeptPixels || min(b.Dx(), b.Dy()) < 16 {
+			t.Fatalf("decoded %v", b)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package pretrained
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -45,9 +46,9 @@ func (s Store) graphPath(name string) string { return filepath.Join(s.dir(), nam
 // stores it under name: its weights as a state dict in PyTorch's layouts,
 // its layer graph, and how it expects its input (input: "0,1", "-1,1" or
 // "imagenet"). The model is built and run once before it takes the name.
-func (s Store) ImportTFJS(src, model, name, input string) (Entry, error) {
-	if !validName(name) {
-		return Entry{}, fmt.Errorf("--as %q: use letters, digits, '-', '_' or '.'; %q and names ending in -random are reserved", name, Shipped)
+func (s Store) ImportTFJS(ctx context.Context, src, model, name, input string) (Entry, error) {
+	if err := validName(name); err != nil {
+		return Entry{}, err
 	}
 	norm, ok := inputRanges[input]
 	if !ok {
@@ -57,7 +58,10 @@ func (s Store) ImportTFJS(src, model, name, input string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	if err := os.MkdirAll(s.dir(), 0o755); err != nil {
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err
+	}
+	if err := s.prepare(); err != nil {
 		return Entry{}, err
 	}
 	// Both files are written beside their final names and checked before
@@ -68,7 +72,7 @@ func (s Store) ImportTFJS(src, model, name, input string) (Entry, error) {
 	}
 	defer os.Remove(weights.Name())
 	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(weights, h)}
+	cw := &countWriter{ctx: ctx, w: io.MultiWriter(weights, h)}
 	err = torchfile.WritePlain(cw, m.Tensors)
 	if err == nil {
 		err = weights.Sync()
@@ -90,6 +94,9 @@ func (s Store) ImportTFJS(src, model, name, input string) (Entry, error) {
 		InputSize: m.InputSize[0], Input: input, Taps: m.DefaultTaps(), Params: m.Params()}
 	if m.InputSize[0] != m.InputSize[1] || m.InputSize[0] < 1 {
 		e.InputSize = 224 // a model without a fixed square input: ImageNet's usual side
+	}
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err
 	}
 	if err := tryGraph(m.Layers, weights.Name(), norm, e); err != nil {
 		return Entry{}, fmt.Errorf("%s: %w", src, err)

@@ -67,7 +67,9 @@ func (s Spec) String() string {
 	return s.Name + ":" + s.Layer
 }
 
-// DefaultHome is $DEEPSIM_HOME, or ~/.cache/deepsim.
+// DefaultHome is $DEEPSIM_HOME, or ~/.cache/deepsim; "" when neither can
+// be known. It never falls back to a world-writable place such as /tmp,
+// where others could plant weights.
 func DefaultHome() string {
 	if h := os.Getenv("DEEPSIM_HOME"); h != "" {
 		return h
@@ -75,5 +77,5 @@ func DefaultHome() string {
 	if c, err := os.UserCacheDir(); err == nil {
 		return filepath.Join(c, "deepsim")
 	}
-	return filepath.Join(os.TempDir(), "deepsim")
+	return ""
 }

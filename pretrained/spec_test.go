@@ -44,3 +44,20 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+// --as refuses the names that a --comparator spec could never mean.
+func TestImportNames(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"alexnet", true}, {"my-net_2.1", true},
+		{"", false}, {"exemplar", false}, {"alexnet-random", false}, {"torchscript", false},
+		{"net.pt", false}, {"net.pth", false}, {".hidden", false}, {"a:b", false}, {"a+b", false},
+		{"a/b", false}, {strings.Repeat("x", 65), false},
+	} {
+		if err := validName(tc.name); (err == nil) != tc.ok {
+			t.Errorf("%q: err = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package pretrained
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -81,29 +82,54 @@ func checkFormat(path string) error {
 	return fmt.Errorf("%s: not a torch.save file (no zip header)", path)
 }
 
-var validName = func(name string) bool {
-	if name == "" || strings.HasSuffix(name, "-random") || name == Shipped {
-		return false
-	}
+// validName refuses the names that --comparator could never mean: those
+// it reads as a file (a path, or .pt and .pth), reserved names, and names
+// with characters that specs use.
+func validName(name string) error {
+	bad := name == "" || strings.HasSuffix(name, "-random") || name == Shipped || name == "torchscript" ||
+		strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".pt") || strings.HasSuffix(name, ".pth") ||
+		len(name) > 64
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
+			bad = true
 		}
 	}
-	return true
+	if bad {
+		return fmt.Errorf("--as %q: a name of letters, digits, '-', '_' and '.', not starting with '.', "+
+			"nor ending in .pt, .pth or -random, at most 64 long; %q is reserved", name, Shipped)
+	}
+	return nil
+}
+
+// prepare makes the store's folder and clears the temporary files that an
+// import killed mid-way left (they start with '.' and hold ".tmp-").
+func (s Store) prepare() error {
+	if s.Home == "" {
+		return errors.New("no comparator store: set DEEPSIM_HOME (or HOME)")
+	}
+	if err := os.MkdirAll(s.dir(), 0o755); err != nil {
+		return err
+	}
+	stale, _ := filepath.Glob(filepath.Join(s.dir(), ".*.tmp-*"))
+	for _, f := range stale {
+		if st, err := os.Stat(f); err == nil && time.Since(st.ModTime()) > time.Hour {
+			os.Remove(f)
+		}
+	}
+	return nil
 }
 
 // Import checks a state dict against its architecture (arch "" detects it
 // from the keys) and stores it under name, rewritten into the form
 // libtorch reads (see torchfile.Rewrite); the SHA-256 is of the stored file.
-func (s Store) Import(file, name, arch string) (Entry, error) {
-	if !validName(name) {
-		return Entry{}, fmt.Errorf("--as %q: use letters, digits, '-', '_' or '.'; %q and names ending in -random are reserved", name, Shipped)
+func (s Store) Import(ctx context.Context, file, name, arch string) (Entry, error) {
+	if err := validName(name); err != nil {
+		return Entry{}, err
 	}
 	if err := checkFormat(file); err != nil {
 		return Entry{}, err
 	}
-	if err := os.MkdirAll(s.dir(), 0o755); err != nil {
+	if err := s.prepare(); err != nil {
 		return Entry{}, err
 	}
 	// Rewrite into a temporary file and check it before it takes the name,
@@ -123,7 +149,7 @@ func (s Store) Import(file, name, arch string) (Entry, error) {
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(tmp, h)}
+	cw := &countWriter{ctx: ctx, w: io.MultiWriter(tmp, h)}
 	err = torchfile.Rewrite(in, st.Size(), cw)
 	if err == nil {
 		err = tmp.Sync()
@@ -133,6 +159,9 @@ func (s Store) Import(file, name, arch string) (Entry, error) {
 	}
 	if err != nil {
 		return Entry{}, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Entry{}, err
 	}
 	if arch, err = graphs.CheckStateDict(tmp.Name(), arch); err != nil {
 		return Entry{}, fmt.Errorf("%s: %w", file, err)
@@ -152,12 +181,17 @@ func (s Store) Import(file, name, arch string) (Entry, error) {
 	return e, nil
 }
 
+// countWriter counts what passes, and stops the copy when ctx ends.
 type countWriter struct {
-	w io.Writer
-	n int64
+	ctx context.Context
+	w   io.Writer
+	n   int64
 }
 
 func (c *countWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
@@ -165,6 +199,9 @@ func (c *countWriter) Write(p []byte) (int, error) {
 
 // Lookup returns the entry for name, or an error that says how to import.
 func (s Store) Lookup(name string) (Entry, error) {
+	if s.Home == "" {
+		return Entry{}, fmt.Errorf("no comparator %q: no comparator store (set DEEPSIM_HOME or HOME)", name)
+	}
 	b, err := os.ReadFile(s.manifestPath(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return Entry{}, fmt.Errorf("no comparator %q in %s: import its weights first with\n  %s\n(or name %s-random explicitly for random weights)",

@@ -66,14 +66,30 @@ func Ablate(ctx context.Context, opt AblateOptions) ([]AblationRow, error) {
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, err
 	}
+	unlock, err := lockRun(opt.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	var rows []AblationRow
 	for _, c := range Combinations {
 		cfg := opt.Base
 		cfg.LambdaFeat, cfg.LambdaAdv, cfg.LambdaImg = c.Feat, c.Adv, c.Img
 		run := filepath.Join(opt.Out, c.Slug)
 		_, err := os.Stat(filepath.Join(run, CheckpointFile))
+		resume := err == nil
+		if resume {
+			// Only an interrupted ablation of the same settings continues.
+			saved, err := LoadConfig(run)
+			if err == nil {
+				err = CheckResume(saved, cfg)
+			}
+			if err != nil {
+				return rows, fmt.Errorf("%s: %s holds a run of other settings: %w", c.Name, run, err)
+			}
+		}
 		log.Info("ablation", "combination", c.Name, "run", run)
-		if _, err := Train(ctx, cfg, TrainOptions{Out: run, Resume: err == nil, Store: opt.Store, Log: log}); err != nil {
+		if _, err := Train(ctx, cfg, TrainOptions{Out: run, Resume: resume, Store: opt.Store, Log: log}); err != nil {
 			return rows, fmt.Errorf("%s: %w", c.Name, err)
 		}
 		res, err := Evaluate(ctx, EvalOptions{Run: run, Data: opt.Heldout, N: opt.N, Seed: 1, Store: opt.Store, Log: log})

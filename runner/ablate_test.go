@@ -52,3 +52,22 @@ func TestAblateWritesTableAndSheet(t *testing.T) {
 		t.Fatalf("sheet is %v", b)
 	}
 }
+
+// An ablation continues only the runs of its own settings.
+func TestAblateRefusesOtherSettings(t *testing.T) {
+	base := smallConfig(photos(t, 2))
+	base.Steps, base.Batch, base.CheckpointEvery = 1, 2, 1
+	out := t.TempDir()
+	opt := AblateOptions{Base: base, Heldout: []string{photos(t, 2)}, Out: out, N: 4, Store: pretrained.Store{Home: t.TempDir()}, Log: discardLog()}
+	if _, err := Ablate(context.Background(), opt); err != nil {
+		t.Fatal(err)
+	}
+	opt.Base.Seed = 9
+	if _, err := Ablate(context.Background(), opt); err == nil || !strings.Contains(err.Error(), "other settings") {
+		t.Fatalf("err = %v", err)
+	}
+	opt.Base.Seed, opt.Base.Steps = base.Seed, 2 // more steps: the same ablation, continued
+	if _, err := Ablate(context.Background(), opt); err != nil {
+		t.Fatal(err)
+	}
+}

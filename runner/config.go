@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -176,6 +178,10 @@ func (c Config) ComparatorSpec() string {
 	return c.Comparator
 }
 
+// maxWeight bounds a loss weight: far above any that trains (the paper's
+// rescaled weights are in the hundreds), far below overflowing float32.
+const maxWeight = 1e6
+
 // Validate reports the first setting that cannot work: first those every
 // task shares, then the task's own.
 func (c Config) Validate() error {
@@ -183,15 +189,23 @@ func (c Config) Validate() error {
 	if err != nil {
 		return err
 	}
+	for _, w := range []struct {
+		flag string
+		v    float64
+	}{{"lambda-feat", c.LambdaFeat}, {"lambda-adv", c.LambdaAdv}, {"lambda-img", c.LambdaImg}, {"kl-weight", c.KLWeight}} {
+		if math.IsNaN(w.v) || w.v < 0 || w.v > maxWeight {
+			return fmt.Errorf("--%s %g: must be between 0 and %g", w.flag, w.v, float64(maxWeight))
+		}
+	}
 	switch {
 	case len(c.Data) == 0:
 		return errors.New("no --data folder given")
+	case math.IsNaN(c.LR) || c.LR <= 0 || c.LR > 1:
+		return fmt.Errorf("--lr %g: must be above 0 and at most 1", c.LR)
 	case c.Batch < 1:
 		return fmt.Errorf("--batch %d: must be at least 1", c.Batch)
 	case c.Steps < 1:
 		return fmt.Errorf("--steps %d: must be at least 1", c.Steps)
-	case c.LR <= 0:
-		return fmt.Errorf("learning rate %g: must be positive", c.LR)
 	case c.LogEvery < 1 || c.CheckpointEvery < 1:
 		return errors.New("log and checkpoint intervals must be at least 1")
 	}
@@ -248,25 +262,46 @@ func SaveConfig(dir string, cfg Config) error {
 	return atomicfile.WriteFile(filepath.Join(dir, ConfigFile), append(b, '\n'))
 }
 
-// LoadConfig reads dir/config.json, starting from the task's defaults so
-// that fields added later keep their default in older runs.
+// LoadConfig reads dir/config.json (see ParseConfig).
 func LoadConfig(dir string) (Config, error) {
-	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	path := filepath.Join(dir, ConfigFile)
+	f, err := os.Open(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read run config: %w", err)
+	}
+	defer f.Close()
+	// A config is a few hundred bytes; a huge file is not one.
+	b, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("read run config: %w", err)
+	}
+	cfg, err := ParseConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+const maxConfig = 1 << 20
+
+// ParseConfig reads a config.json, starting from its task's defaults so
+// that fields added later keep their default in older runs.
+func ParseConfig(b []byte) (Config, error) {
+	if len(b) > maxConfig {
+		return Config{}, fmt.Errorf("%d bytes: not a run config", len(b))
 	}
 	var head struct {
 		Task string `json:"task"`
 	}
 	if err := json.Unmarshal(b, &head); err != nil {
-		return Config{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, ConfigFile), err)
+		return Config{}, err
 	}
 	if _, err := taskNamed(head.Task); err != nil {
-		return Config{}, fmt.Errorf("%s: %w", filepath.Join(dir, ConfigFile), err)
+		return Config{}, err
 	}
 	cfg := DefaultsFor(head.Task)
 	if err := json.Unmarshal(b, &cfg); err != nil {
-		return Config{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, ConfigFile), err)
+		return Config{}, err
 	}
 	return cfg, nil
 }

@@ -35,6 +35,19 @@ func WriteCrops(ctx context.Context, opt CropsOptions) ([]string, error) {
 	if opt.N < 1 || opt.Size < 1 {
 		return nil, fmt.Errorf("crops: need --n >= 1 and --size >= 1")
 	}
+	if opt.N > 1<<20 {
+		return nil, fmt.Errorf("crops: --n %d: at most %d", opt.N, 1<<20)
+	}
+	// Each source image is kept with its short side up to 4 x --size, and
+	// each crop is made at --size: refuse sizes no memory holds.
+	if err := fits(fmt.Sprintf("crops of %d px", opt.Size), 16*pixels(1, 4*opt.Size)); err != nil {
+		return nil, err
+	}
+	for _, d := range opt.Data {
+		if within(opt.Out, d) || within(d, opt.Out) {
+			return nil, fmt.Errorf("crops: --out %s and --data %s overlap: the crops would become input images", opt.Out, d)
+		}
+	}
 	paths, err := pipeline.Find(opt.Data...)
 	if err != nil {
 		return nil, err

@@ -83,6 +83,9 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if opt.N < 2 {
 		return nil, errors.New("eval needs --n of at least 2")
 	}
+	if opt.N > 1<<20 {
+		return nil, fmt.Errorf("--n %d: at most %d crops", opt.N, 1<<20)
+	}
 	model, cfg, err := OpenModel(opt.Run, opt.Store)
 	if err != nil {
 		return nil, err
@@ -122,6 +125,10 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	}
 	defer judge.Close()
 
+	// The crops, their reconstructions and their features are held at once.
+	if err := fits(fmt.Sprintf("evaluating %d crops of %d px", opt.N, cfg.Size), 8*pixels(opt.N, cfg.Size)); err != nil {
+		return nil, err
+	}
 	set, err := loadImages(ctx, cfg, opt.Data, log)
 	if err != nil {
 		return nil, err

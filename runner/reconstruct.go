@@ -95,6 +95,13 @@ func Reconstruct(ctx context.Context, opt ReconstructOptions) (*ReconstructSumma
 			return nil, err
 		}
 	}
+	inputs := append(append([]string(nil), files...), opt.Inputs...)
+	if opt.Features != "" {
+		inputs = append(inputs, opt.Features)
+	}
+	if err := keepInputs("reconstruct", opt.Out, inputs); err != nil {
+		return nil, err
+	}
 	model, cfg, err := OpenModel(opt.Run, opt.Store)
 	if err != nil {
 		return nil, err

@@ -69,8 +69,34 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 		return nil, err
 	}
 	defer model.Close()
+	inputs := append([]string(nil), opt.Interpolate...)
+	if opt.Ref != "" {
+		inputs = append(inputs, opt.Ref)
+		if within(opt.Out, opt.Ref) {
+			return nil, fmt.Errorf("sample: --out %s lies in --ref %s: the samples would become reference images", opt.Out, opt.Ref)
+		}
+	}
+	for _, in := range opt.Interpolate {
+		if resolved(in) == resolved(opt.Out) {
+			return nil, fmt.Errorf("sample: --out %s is an input", opt.Out)
+		}
+	}
+	if !strings.EqualFold(filepath.Ext(opt.Out), ".png") {
+		if err := keepInputs("sample", opt.Out, inputs); err != nil {
+			return nil, err
+		}
+	}
+	n := opt.N
+	if len(opt.Interpolate) > 0 {
+		n = opt.Steps
+	}
+	if n > 1<<20 {
+		return nil, fmt.Errorf("at most %d images, not %d", 1<<20, n)
+	}
+	if err := fits(fmt.Sprintf("%d images of %d px", n, cfg.Size), 3*pixels(n, cfg.Size)); err != nil {
+		return nil, err
+	}
 	var z []float32
-	var n int
 	if len(opt.Interpolate) > 0 {
 		if len(opt.Interpolate) != 2 || opt.Steps < 2 {
 			return nil, errors.New("interpolation needs two images and --steps of at least 2")
@@ -78,12 +104,10 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 		if z, err = interpolate(model, cfg.Size, opt.Interpolate, opt.Steps); err != nil {
 			return nil, err
 		}
-		n = opt.Steps
 	} else {
 		if opt.N < 1 {
 			return nil, fmt.Errorf("--n %d: draw at least one sample", opt.N)
 		}
-		n = opt.N
 		z = priorLatents(model, cfg.Size, n, opt.Seed)
 	}
 	y, err := decodeLatents(ctx, model, cfg.Size, z, n)

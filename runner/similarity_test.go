@@ -109,7 +109,7 @@ func trainedJudge(t *testing.T) pretrained.Store {
 	if _, err := os.Stat(pretrained.NSFWJSPath()); err != nil {
 		t.Fatalf("the nsfwjs tarball is missing (%v): run make deps", err)
 	}
-	if _, err := store.ImportTFJS(pretrained.NSFWJSPath(), "mobilenet_v2", "mobilenetv2", "0,1"); err != nil {
+	if _, err := store.ImportTFJS(context.Background(), pretrained.NSFWJSPath(), "mobilenet_v2", "mobilenetv2", "0,1"); err != nil {
 		t.Fatal(err)
 	}
 	return store

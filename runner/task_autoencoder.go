@@ -33,8 +33,8 @@ func (t deepsimTask) validate(c Config) error {
 	switch {
 	case c.Upsample != UpsampleResize && c.Upsample != UpsampleDeconv:
 		return fmt.Errorf("--upsample %q: have %s, %s", c.Upsample, UpsampleResize, UpsampleDeconv)
-	case c.KLWeight < 0 || c.KLWarmup < 0:
-		return errors.New("--kl-weight and --kl-warmup must not be negative")
+	case c.KLWarmup < 0:
+		return errors.New("--kl-warmup must not be negative")
 	case !t.vae && c.KLWeight > 0:
 		return errors.New("--kl-weight is for --task vae: an autoencoder has no KL term")
 	case c.Size < 16 || c.Size%8 != 0 || f&(f-1) != 0:
@@ -45,8 +45,6 @@ func (t deepsimTask) validate(c Config) error {
 		return errors.New("the feature loss needs a --comparator")
 	case c.ComparatorSize != 0 && c.ComparatorSize < 16:
 		return fmt.Errorf("comparator size %d: too small", c.ComparatorSize)
-	case c.LambdaFeat < 0 || c.LambdaAdv < 0 || c.LambdaImg < 0:
-		return errors.New("loss weights must not be negative")
 	case c.LambdaFeat == 0 && c.LambdaAdv == 0 && c.LambdaImg == 0:
 		return errors.New("all loss weights are 0: nothing to train")
 	case c.MinScale <= 0 || c.MinScale > 1:

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -45,7 +46,7 @@ func TestComparatorTaskExportsLoadableComparator(t *testing.T) {
 		t.Fatalf("exported comparator: shape %v, err %v", shape, err)
 	}
 	// It imports into the store like any state dict, its architecture detected.
-	e, err := pretrained.Store{Home: t.TempDir()}.Import(filepath.Join(run, ComparatorFile), "mine", "")
+	e, err := pretrained.Store{Home: t.TempDir()}.Import(context.Background(), filepath.Join(run, ComparatorFile), "mine", "")
 	if err != nil || e.Arch != "exemplar" {
 		t.Fatalf("import: %+v, %v", e, err)
 	}

@@ -29,7 +29,7 @@ func importAlexNet(t *testing.T, store pretrained.Store, seed uint64) {
 	if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Import(p, "alexnet", ""); err != nil {
+	if _, err := store.Import(context.Background(), p, "alexnet", ""); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/internal/atomicfile"
+	"github.com/deepsim/deepsim/internal/torchfile"
 	"github.com/deepsim/deepsim/pipeline"
 	"github.com/deepsim/deepsim/pretrained"
 )
@@ -67,16 +69,13 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := fits(fmt.Sprintf("a batch of %d crops of %d px", cfg.Batch, cfg.Size), activationFactor*pixels(cfg.Batch, cfg.Size)); err != nil {
+		return nil, err
+	}
 	t, _ := taskNamed(cfg.Task)
 	dir := opt.Out
 	ckpt := filepath.Join(dir, CheckpointFile)
-	_, statErr := os.Stat(ckpt)
-	switch {
-	case opt.Resume && statErr != nil:
-		return nil, fmt.Errorf("resume %s: no checkpoint to resume from: %w", dir, statErr)
-	case !opt.Resume && statErr == nil:
-		return nil, fmt.Errorf("%s already holds a run: pass --resume to continue it, or choose another --out", dir)
-	}
+
 	// The fixed networks first: a missing one fails before anything is
 	// written or minutes of images are decoded.
 	graphs.SetThreads(cfg.Threads)
@@ -92,8 +91,35 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		}
 		cfg.TargetWeights = nets.targetWeights
 	}
+
+	// One writer per run folder; a start that fails leaves no run behind.
+	_, dirErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run folder: %w", err)
+	}
+	unlock, err := lockRun(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	_, cfgErr := os.Stat(filepath.Join(dir, ConfigFile))
+	_, ckptErr := os.Stat(ckpt)
+	switch {
+	case opt.Resume && ckptErr != nil:
+		return nil, fmt.Errorf("resume %s: no checkpoint to resume from: %w", dir, ckptErr)
+	case !opt.Resume && cfgErr == nil && ckptErr != nil:
+		return nil, fmt.Errorf("%s holds a run that saved no checkpoint: remove the folder, or choose another --out", dir)
+	case !opt.Resume && cfgErr == nil:
+		return nil, fmt.Errorf("%s already holds a run: pass --resume to continue it, or choose another --out", dir)
+	}
+	started := false   // a checkpoint was written: the run exists
+	saved := int64(-1) // the step of the checkpoint on disk, -1 for none
+	if !opt.Resume {
+		defer func() {
+			if !started {
+				removeRun(dir, errors.Is(dirErr, fs.ErrNotExist))
+			}
+		}()
 	}
 	atomicfile.RemoveStale(dir)
 	if err := SaveConfig(dir, cfg); err != nil {
@@ -129,6 +155,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 			return sum, fmt.Errorf("resume metrics: %w", err)
 		}
 		log.Info("resuming", "run", dir, "step", step)
+		saved = step
 	} else if err := os.Remove(filepath.Join(dir, MetricsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return sum, err
 	}
@@ -142,6 +169,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		if err := atomicfile.WriteFile(ckpt, b); err != nil {
 			return err
 		}
+		started, saved = true, step
 		if r.rep != nil {
 			// The report is for people: a failure to write it is logged, and
 			// training goes on.
@@ -184,13 +212,13 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		in, logged := run.input(step+1, batch)
 		out, err := model.TrainStep(in)
 		if err != nil {
-			return sum, fmt.Errorf("step %d: %w", step+1, err)
+			return sum, fmt.Errorf("step %d: %w; %s", step+1, err, lastGood(ckpt, saved))
 		}
 		step++
 		sum.Step = step
 		for _, term := range out.Terms {
 			if math.IsNaN(term.Value) || math.IsInf(term.Value, 0) {
-				return sum, fmt.Errorf("training diverged at step %d (%s = %v); the checkpoint on disk is the last good state", step, term.Name, term.Value)
+				return sum, fmt.Errorf("training diverged at step %d (%s = %v); %s", step, term.Name, term.Value, lastGood(ckpt, saved))
 			}
 		}
 		last := step == cfg.Steps
@@ -222,6 +250,27 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	return sum, run.finish(ctx, r)
 }
 
+// lastGood says which checkpoint a failed run leaves: the step of the one
+// on disk, or that there is none.
+func lastGood(ckpt string, step int64) string {
+	if step < 0 {
+		return "no checkpoint was saved"
+	}
+	return fmt.Sprintf("the last good checkpoint, %s, is from step %d", ckpt, step)
+}
+
+// removeRun removes what a start that failed wrote into dir, and dir itself
+// when the start created it, so that no half-made run stays behind.
+func removeRun(dir string, created bool) {
+	for _, f := range []string{ConfigFile, MetricsFile, ReportFile, EvalFile, LockFile} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	os.RemoveAll(filepath.Join(dir, reportDir))
+	if created {
+		os.Remove(dir) // only when empty
+	}
+}
+
 // loadImages decodes the images under dirs for cfg's crop size.
 func loadImages(ctx context.Context, cfg Config, dirs []string, log *slog.Logger) (*pipeline.Set, error) {
 	paths, err := pipeline.Find(dirs...)
@@ -248,10 +297,31 @@ func loadImages(ctx context.Context, cfg Config, dirs []string, log *slog.Logger
 	return set, nil
 }
 
+// loadCheckpoint reads a checkpoint into model. Checkpoints are shared
+// between people: the file is checked before libtorch sees it (no larger
+// than this model's weights and Adam state can be, every tensor within
+// its storage, the pickle within bounds).
 func loadCheckpoint(model *graphs.Model, path string) (int64, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return 0, fmt.Errorf("read checkpoint: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("read checkpoint: %w", err)
+	}
+	// Weights and two Adam moments in float32, and room for the rest.
+	limit := 4*4*model.NumParams() + 64<<20
+	if !st.Mode().IsRegular() || st.Size() > limit {
+		return 0, fmt.Errorf("%s: %d bytes, more than a checkpoint of this model can hold (%d)", path, st.Size(), limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit))
+	if err != nil {
+		return 0, fmt.Errorf("read checkpoint: %w", err)
+	}
+	if _, err := torchfile.Check(bytes.NewReader(b), int64(len(b))); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	step, err := model.Load(b)
 	if err != nil {

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,5 +172,34 @@ func TestTrainInterruptSavesCheckpoint(t *testing.T) {
 	resumed := mustTrain(t, cfg, TrainOptions{Out: run, Resume: true})
 	if resumed.StartStep != sum.Step {
 		t.Fatalf("resumed at %d, interrupted at %d", resumed.StartStep, sum.Step)
+	}
+}
+
+// A run whose loss overflows fails, saves nothing non-finite, and says
+// which checkpoint is the last good one; that checkpoint reconstructs
+// finite images.
+func TestDivergenceNeverSucceeds(t *testing.T) {
+	cfg := smallConfig(photos(t, 2))
+	cfg.LR, cfg.LambdaImg, cfg.LambdaFeat, cfg.LambdaAdv = 1, 1e6, 1e6, 1e6
+	cfg.Steps, cfg.CheckpointEvery, cfg.Threads = 60, 1, 1
+	run := filepath.Join(t.TempDir(), "run")
+	_, err := Train(context.Background(), cfg, TrainOptions{Out: run, Log: discardLog()})
+	if err == nil || !strings.Contains(err.Error(), "diverged") || !strings.Contains(err.Error(), "the last good checkpoint") {
+		t.Fatalf("err = %v, want a divergence that names the last good checkpoint", err)
+	}
+	model, saved, err := OpenModel(run, pretrained.Store{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close()
+	x := make([]float32, 3*saved.Size*saved.Size)
+	y, err := model.Reconstruct(x, 1, saved.Size, saved.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range y {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			t.Fatal("the last good checkpoint reconstructs a non-finite image")
+		}
 	}
 }

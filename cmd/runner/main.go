@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "similarity":
 		err = cmdSimilarity(ctx, args[1:], log, stdout, stderr)
 	case "comparator":
-		err = cmdComparator(args[1:], stdout, stderr)
+		err = cmdComparator(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "runner: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
@@ -97,7 +97,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.Is(err, errUsage):
 		return exitUsage
-	case errors.Is(err, runner.ErrInterrupted):
+	case errors.Is(err, runner.ErrInterrupted) || errors.Is(err, context.Canceled):
+		fmt.Fprintf(stderr, "runner %s: interrupted\n", args[0])
 		return exitInterrupted
 	}
 	fmt.Fprintf(stderr, "runner %s: %v\n", args[0], err)
@@ -380,7 +381,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func cmdComparator(args []string, stdout, stderr io.Writer) error {
+func cmdComparator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const use = "usage: runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]\n" +
 		"       runner comparator import MODEL.tgz|MODEL_DIR|model.json --as NAME [--model PATH] [--input 0,1|-1,1|imagenet]\n" +
 		"       runner comparator list"
@@ -407,9 +408,9 @@ func cmdComparator(args []string, stdout, stderr io.Writer) error {
 		}
 		var e pretrained.Entry
 		if pretrained.IsTFJS(files[0]) {
-			e, err = store.ImportTFJS(files[0], *model, *name, *input)
+			e, err = store.ImportTFJS(ctx, files[0], *model, *name, *input)
 		} else {
-			e, err = store.Import(files[0], *name, *arch)
+			e, err = store.Import(ctx, files[0], *name, *arch)
 		}
 		if err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"path"
 	"strings"
 )
@@ -24,66 +25,175 @@ type Entry struct {
 	RequiresGrad bool
 }
 
-// Rewrite reads a torch.save archive of a state dict and writes it again as
-// a plain dict pickle that libtorch's torch::pickle_load reads. libtorch's
-// unpickler turns collections.OrderedDict into None and lacks the SETITEM
-// and BUILD opcodes, all of which Python uses for model.state_dict().
-// Storages are copied byte for byte.
-func Rewrite(r io.ReaderAt, size int64, w io.Writer) error {
+// itemSizes are the bytes per value of the storage types a state dict may
+// hold.
+var itemSizes = map[string]int64{
+	"FloatStorage": 4, "DoubleStorage": 8, "HalfStorage": 2, "BFloat16Storage": 2,
+	"LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1,
+	"ByteStorage": 1, "BoolStorage": 1,
+}
+
+// maxEntries bounds the files of an archive: a state dict has one per
+// tensor and a few more.
+const maxEntries = 1 << 17
+
+// check reports the first way a tensor record reaches outside its storage:
+// the view (offset, sizes, strides) must lie within the storage's values,
+// and the storage's record must hold exactly its values' bytes.
+func (e Entry) check(recordBytes int64) error {
+	item, ok := itemSizes[e.StorageType]
+	if !ok {
+		return fmt.Errorf("tensor %q: storage type %q is not supported", e.Name, e.StorageType)
+	}
+	if e.Numel < 0 || int64(e.Numel) > math.MaxInt64/item {
+		return fmt.Errorf("tensor %q: storage of %d values", e.Name, e.Numel)
+	}
+	if want := int64(e.Numel) * item; recordBytes != want {
+		return fmt.Errorf("tensor %q: its storage %s holds %d bytes, its record says %d values of %d bytes",
+			e.Name, e.Key, recordBytes, e.Numel, item)
+	}
+	if len(e.Shape) != len(e.Stride) {
+		return fmt.Errorf("tensor %q: %d sizes but %d strides", e.Name, len(e.Shape), len(e.Stride))
+	}
+	if e.Offset < 0 {
+		return fmt.Errorf("tensor %q: negative storage offset %d", e.Name, e.Offset)
+	}
+	// The last value the view reads, in overflow-safe steps.
+	last := int64(e.Offset)
+	for i, n := range e.Shape {
+		st := e.Stride[i]
+		if n < 0 || st < 0 {
+			return fmt.Errorf("tensor %q: size %d, stride %d", e.Name, n, st)
+		}
+		if n == 0 {
+			return nil // no values: nothing to read
+		}
+		if int64(n-1) > 0 && int64(st) > (math.MaxInt64-last)/int64(n-1) {
+			return fmt.Errorf("tensor %q: sizes %v and strides %v reach beyond any storage", e.Name, e.Shape, e.Stride)
+		}
+		last += int64(n-1) * int64(st)
+	}
+	if last >= int64(e.Numel) {
+		return fmt.Errorf("tensor %q: offset %d, sizes %v and strides %v reach value %d of a storage of %d",
+			e.Name, e.Offset, e.Shape, e.Stride, last, e.Numel)
+	}
+	return nil
+}
+
+// archive is a torch.save zip, its tensors checked against their storages.
+type archive struct {
+	dir     string
+	files   map[string]*zip.File
+	entries []Entry
+}
+
+func openArchive(r io.ReaderAt, size int64) (*archive, error) {
 	zr, err := zip.NewReader(r, size)
 	if err != nil {
-		return fmt.Errorf("not a torch.save zip archive: %w", err)
+		return nil, fmt.Errorf("not a torch.save zip archive: %w", err)
 	}
-	files := map[string]*zip.File{}
+	if len(zr.File) > maxEntries {
+		return nil, fmt.Errorf("the archive has %d files, more than a state dict needs", len(zr.File))
+	}
+	a := &archive{files: map[string]*zip.File{}}
 	var pkl *zip.File
 	for _, f := range zr.File {
-		files[f.Name] = f
+		a.files[f.Name] = f
 		if strings.HasSuffix(f.Name, "/data.pkl") {
 			pkl = f
 		}
 	}
 	if pkl == nil {
-		return fmt.Errorf("archive holds no data.pkl: not a torch.save file")
+		return nil, fmt.Errorf("archive holds no data.pkl: not a torch.save file")
 	}
-	dir := path.Dir(pkl.Name)
-	code, err := readAll(pkl)
+	if pkl.UncompressedSize64 > MaxPickle {
+		return nil, fmt.Errorf("data.pkl holds %d bytes, more than the %d a state dict needs", pkl.UncompressedSize64, MaxPickle)
+	}
+	a.dir = path.Dir(pkl.Name)
+	code, err := readAll(pkl, MaxPickle)
+	if err != nil {
+		return nil, err
+	}
+	if a.entries, err = parseStateDict(code); err != nil {
+		return nil, fmt.Errorf("data.pkl: %w", err)
+	}
+	for _, e := range a.entries {
+		f := a.storage(e)
+		if f == nil {
+			return nil, fmt.Errorf("tensor %q: storage %s is missing from the archive", e.Name, e.Key)
+		}
+		if f.UncompressedSize64 > math.MaxInt64 {
+			return nil, fmt.Errorf("tensor %q: storage %s claims %d bytes", e.Name, e.Key, f.UncompressedSize64)
+		}
+		if err := e.check(int64(f.UncompressedSize64)); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+func (a *archive) storage(e Entry) *zip.File { return a.files[a.dir+"/data/"+e.Key] }
+
+// Check reads a torch.save archive of a state dict without loading its
+// storages: the pickle within its bounds, and every tensor within its
+// storage. It returns the tensors' records.
+func Check(r io.ReaderAt, size int64) ([]Entry, error) {
+	a, err := openArchive(r, size)
+	if err != nil {
+		return nil, err
+	}
+	return a.entries, nil
+}
+
+// Rewrite reads a torch.save archive of a state dict and writes it again as
+// a plain dict pickle that libtorch's torch::pickle_load reads. libtorch's
+// unpickler turns collections.OrderedDict into None and lacks the SETITEM
+// and BUILD opcodes, all of which Python uses for model.state_dict().
+// Every tensor is checked against its storage first; storages are then
+// streamed across byte for byte, never held whole.
+func Rewrite(r io.ReaderAt, size int64, w io.Writer) error {
+	a, err := openArchive(r, size)
 	if err != nil {
 		return err
 	}
-	entries, err := parseStateDict(code)
-	if err != nil {
-		return fmt.Errorf("data.pkl: %w", err)
-	}
-	storages := map[string][]byte{}
-	for _, e := range entries {
-		if _, ok := storages[e.Key]; ok {
-			continue
+	return writeArchive(w, plainPickle(a.entries), a.entries, func(e Entry, dst io.Writer) error {
+		f := a.storage(e)
+		rc, err := f.Open()
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Name, err)
 		}
-		f := files[dir+"/data/"+e.Key]
-		if f == nil {
-			return fmt.Errorf("tensor %q: storage %s is missing from the archive", e.Name, e.Key)
+		defer rc.Close()
+		want := int64(f.UncompressedSize64)
+		n, err := io.Copy(dst, io.LimitReader(rc, want))
+		if err == nil && n != want {
+			err = io.ErrUnexpectedEOF
 		}
-		if storages[e.Key], err = readAll(f); err != nil {
-			return err
+		if err != nil {
+			return fmt.Errorf("tensor %q: storage %s: %w", e.Name, e.Key, err)
 		}
-	}
-	return writeArchive(w, plainPickle(entries), entries, storages)
+		return nil
+	})
 }
 
-func readAll(f *zip.File) ([]byte, error) {
+func readAll(f *zip.File, limit int64) ([]byte, error) {
 	rc, err := f.Open()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Name, err)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(rc)
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Name, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s holds more than %d bytes", f.Name, limit)
 	}
 	return b, nil
 }
 
-func writeArchive(w io.Writer, pkl []byte, entries []Entry, storages map[string][]byte) error {
+// writeArchive writes the zip of a state dict: the pickle, then each
+// storage once, which storage writes.
+func writeArchive(w io.Writer, pkl []byte, entries []Entry, storage func(Entry, io.Writer) error) error {
 	zw := zip.NewWriter(w)
 	add := func(name string, data []byte) error {
 		f, err := zw.CreateHeader(&zip.FileHeader{Name: "archive/" + name, Method: zip.Store})
@@ -102,7 +212,11 @@ func writeArchive(w io.Writer, pkl []byte, entries []Entry, storages map[string]
 			continue
 		}
 		written[e.Key] = true
-		if err := add("data/"+e.Key, storages[e.Key]); err != nil {
+		f, err := zw.CreateHeader(&zip.FileHeader{Name: "archive/data/" + e.Key, Method: zip.Store})
+		if err != nil {
+			return err
+		}
+		if err := storage(e, f); err != nil {
 			return err
 		}
 	}
@@ -132,9 +246,15 @@ func (p *pickler) str(s string) {
 	p.WriteString(s)
 }
 
+// num writes an int: BININT where it fits in 32 bits, else LONG1.
 func (p *pickler) num(v int) {
-	p.WriteByte('J')
-	binary.Write(p, binary.LittleEndian, int32(v))
+	if v == int(int32(v)) {
+		p.WriteByte('J')
+		binary.Write(p, binary.LittleEndian, int32(v))
+		return
+	}
+	p.WriteString("\x8a\x08")
+	binary.Write(p, binary.LittleEndian, int64(v))
 }
 
 func (p *pickler) tuple(vs []int) {

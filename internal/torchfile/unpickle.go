@@ -1,11 +1,11 @@
 package torchfile
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 )
 
 // The values a state dict pickle builds.
@@ -23,12 +23,22 @@ type (
 
 var errUnsupported = errors.New("unsupported pickle content")
 
+// Limits on a state dict's pickle: a real one for any network holds a few
+// thousand values; a hostile one must not grow memory without bound.
+const (
+	MaxPickle  = 64 << 20 // bytes of data.pkl
+	maxPickled = 1 << 20  // values the pickle builds
+)
+
 // parseStateDict runs the subset of pickle that torch.save uses for a state
 // dict (protocol 2) and returns its tensors in order.
 func parseStateDict(code []byte) ([]Entry, error) {
+	if len(code) > MaxPickle {
+		return nil, fmt.Errorf("a %d-byte pickle, more than the %d a state dict needs", len(code), MaxPickle)
+	}
 	var stack []any
 	memo := map[int]any{}
-	pos := 0
+	pos, built := 0, 0
 	need := func(n int) ([]byte, error) {
 		if pos+n > len(code) {
 			return nil, errors.New("truncated pickle")
@@ -69,7 +79,7 @@ func parseStateDict(code []byte) ([]Entry, error) {
 		return nil, errors.New("pickle MARK not found")
 	}
 	line := func() (string, error) {
-		i := strings.IndexByte(string(code[pos:]), '\n')
+		i := bytes.IndexByte(code[pos:], '\n')
 		if i < 0 {
 			return "", errors.New("truncated pickle")
 		}
@@ -81,6 +91,9 @@ func parseStateDict(code []byte) ([]Entry, error) {
 		op, err := need(1)
 		if err != nil {
 			return nil, err
+		}
+		if built++; built > maxPickled {
+			return nil, fmt.Errorf("the pickle builds more than %d values: not a state dict", maxPickled)
 		}
 		switch op[0] {
 		case 0x80: // PROTO
