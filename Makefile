@@ -22,7 +22,7 @@ NSFWJS        := nsfwjs@4.4.0
 NSFWJS_TGZ    := $(DEEPSIM_HOME)/npm/nsfwjs-4.4.0.tgz
 NSFWJS_SHA256 := 585cd178f3b994337c4d10a87b080d342fc52f8b9bf0085c4d1f345a3a1c5382
 
-.PHONY: all deps debs models build test demo bench clean
+.PHONY: all deps debs models build test demo bench bench-peer clean
 
 all: build
 
@@ -73,7 +73,20 @@ demo: models
 	./scripts/demo.sh $(DEMO) $(PHOTOS)
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./runner
+	$(GO) test -run '^$$' -bench 'Train|Pipeline|Memory' -benchtime 1x -timeout 30m -v ./runner | grep -v '^=== '
+
+# deepsim against the same networks in PyTorch eager, alternating in one
+# run, and against the standard PyTorch recipe end to end. The peer is
+# Python: Debian's PyTorch packages, installed here and for nothing else.
+PEER_PKGS := python3-torch python3-torchvision python3-pil
+bench-peer: build
+	@missing=""; for p in $(PEER_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
+	$(GO) test -run '^$$' -bench 'Peer' -benchtime 1x -timeout 60m -v ./runner | grep -v '^=== '
 
 clean:
 	rm -rf bin build

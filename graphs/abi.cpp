@@ -1,6 +1,8 @@
 // The extern "C" functions of deepsim.h, in its order: each one catches
 // everything and hands the work to the engine. This file sees no libtorch
 // header (see api.h).
+#include <dlfcn.h>
+
 #include "api.h"
 
 using deepsim::guarded;
@@ -111,6 +113,17 @@ char* ds_model_export_comparator(ds_model* m, char** buf, int64_t* len) {
 int64_t ds_model_num_params(ds_model* m) { return deepsim::num_params(*m); }
 
 void ds_set_num_threads(int32_t n) { deepsim::set_num_threads(n); }
+
+int32_t ds_num_threads(void) { return deepsim::num_threads(); }
+
+void ds_blas_info(const char** core, const char** config) {
+  // OpenBLAS exports these; looked up at run time, so that any BLAS links.
+  using Name = char* (*)();
+  auto corename = reinterpret_cast<Name>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  auto cfg = reinterpret_cast<Name>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
+  *core = corename ? corename() : "";
+  *config = cfg ? cfg() : "";
+}
 
 void ds_free(void* p) { std::free(p); }
 

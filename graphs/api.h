@@ -81,5 +81,6 @@ int64_t load_model(ds_model& m, const char* buf, int64_t len);
 std::vector<char> export_comparator(ds_model& m);
 int64_t num_params(ds_model& m);
 void set_num_threads(int32_t n);
+int32_t num_threads();
 
 }  // namespace deepsim

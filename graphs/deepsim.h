@@ -146,6 +146,10 @@ enum ds_task {
 /* How the generator doubles its resolution. */
 enum ds_upsample { DS_UPSAMPLE_DECONV = 0, DS_UPSAMPLE_RESIZE = 1 };
 
+/* The precision of a training step's forward passes: float32 throughout,
+ * or bfloat16 autocast with float32 weights, optimizer state and losses. */
+enum ds_precision { DS_PRECISION_FLOAT32 = 0, DS_PRECISION_BF16 = 1 };
+
 enum { DS_MAX_TERMS = 8, DS_NAME_LEN = 24 };
 
 /* A loss weight by the name the step looks it up under ("feat", "adv",
@@ -162,6 +166,7 @@ typedef struct {
   int32_t code_channels; /* channels of the 8 x 8 code; for the VAE, of the latent */
   int32_t upsample;      /* enum ds_upsample */
   int32_t classes;       /* surrogate classes (comparator task) */
+  int32_t precision;     /* enum ds_precision */
   int32_t n_weights;
   ds_weight weights[DS_MAX_TERMS];
   double lr;
@@ -249,6 +254,14 @@ char *ds_model_export_comparator(ds_model *m, char **buf, int64_t *len);
 int64_t ds_model_num_params(ds_model *m);
 
 void ds_set_num_threads(int32_t n);
+/* The intra-op threads libtorch uses. */
+int32_t ds_num_threads(void);
+
+/* The BLAS kernel that libtorch's OpenBLAS runs (openblas_get_corename)
+ * and its build (openblas_get_config); "" for each when the BLAS is not
+ * OpenBLAS. The strings are static. */
+void ds_blas_info(const char **core, const char **config);
+
 void ds_free(void *p);
 
 #ifdef __cplusplus

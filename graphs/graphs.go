@@ -16,6 +16,7 @@ import "C"
 
 import (
 	"fmt"
+	"runtime"
 	"unsafe"
 )
 
@@ -34,5 +35,23 @@ func takeBytes(buf *C.char, n C.int64_t) []byte {
 	return C.GoBytes(unsafe.Pointer(buf), C.int(n))
 }
 
-// SetThreads sets the number of threads libtorch uses for intra-op work.
-func SetThreads(n int) { C.ds_set_num_threads(C.int32_t(n)) }
+// SetThreads sets the number of threads libtorch uses for intra-op work;
+// 0 means one per CPU this process may run on. libtorch's own default is
+// half the logical CPUs, which on a 2-vCPU machine leaves one idle.
+func SetThreads(n int) {
+	if n <= 0 {
+		n = runtime.NumCPU() // the affinity mask's CPUs
+	}
+	C.ds_set_num_threads(C.int32_t(n))
+}
+
+// Threads is the number of intra-op threads libtorch uses.
+func Threads() int { return int(C.ds_num_threads()) }
+
+// BLAS says which kernel libtorch's OpenBLAS runs and how it was built;
+// both are "" when the BLAS is not OpenBLAS.
+func BLAS() (core, config string) {
+	var cc, cfg *C.char
+	C.ds_blas_info(&cc, &cfg)
+	return C.GoString(cc), C.GoString(cfg)
+}

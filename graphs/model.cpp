@@ -1,5 +1,6 @@
 // The trained networks of a run: each task builds its networks and names
 // its train step once; then inference and checkpoints.
+#include <ATen/autocast_mode.h>
 #include <malloc.h>
 
 #include <cmath>
@@ -51,6 +52,35 @@ Named d_params(ds_model& m) {
   return named("discriminator.", *m.disc);
 }
 
+// Runs the forward passes of its scope in bfloat16 where autocast's
+// policy allows (convolutions, matrix products) when on; weights,
+// optimizer state, losses and the backward passes stay float32.
+class Autocast {
+ public:
+  explicit Autocast(bool on) : on_(on) {
+    if (!on_) return;
+    prev_enabled_ = at::autocast::is_cpu_enabled();
+    prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::increment_nesting();
+  }
+  ~Autocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_cpu_enabled(prev_enabled_);
+    at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+  }
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
+
+ private:
+  bool on_, prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+bool bf16(const ds_model& m) { return m.cfg.precision == DS_PRECISION_BF16; }
+
 // A step must never leave non-finite weights behind: it stops with an
 // error instead, so that the run fails and saves nothing.
 void check_finite_loss(const char* what, const torch::Tensor& loss) {
@@ -65,6 +95,17 @@ void check_finite_params(const Named& params) {
     if (!torch::isfinite(t).all().item<bool>())
       throw std::runtime_error("training diverged: parameter \"" + name +
                                "\" is not finite after the step");
+}
+
+// Channels-last memory format for the trained convolutions and their
+// inputs: oneDNN's convolutions run faster on it. Adam's state follows the
+// parameters' format; checkpoints are written contiguous all the same.
+constexpr auto kLayout = torch::MemoryFormat::ChannelsLast;
+
+void channels_last(torch::nn::Module& mod) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : mod.parameters())
+    if (p.dim() == 4) p.set_data(p.data().contiguous(kLayout));
 }
 
 std::unique_ptr<torch::optim::Adam> adam(const ds_config& cfg,
@@ -115,6 +156,7 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
   torch::Tensor l_img = zero, l_feat = zero, l_adv = zero, l_discr = zero;
   torch::Tensor g_loss = g.loss;
   const auto& y = g.y;
+  std::optional<Autocast> autocast(std::in_place, bf16(m));
 
   // Image and feature losses.
   if (w_img > 0) {
@@ -143,6 +185,7 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     auto fake = judge(m, y.detach(), g.cond);
     l_discr = F::binary_cross_entropy_with_logits(real, torch::ones_like(real)) +
               F::binary_cross_entropy_with_logits(fake, torch::zeros_like(fake));
+    autocast.reset();  // backward passes run outside autocast
     if (update_d) {
       check_finite_loss("discriminator's loss", l_discr);
       m.opt_d->zero_grad();
@@ -153,12 +196,14 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
 
     // The adversarial loss: G tries to make D call its output real. It must
     // not leave gradients in D.
+    autocast.emplace(bf16(m));
     set_requires_grad(discriminator(m), false);
     auto judged = judge(m, y, g.cond);
     set_requires_grad(discriminator(m), true);
     l_adv = F::binary_cross_entropy_with_logits(judged, torch::ones_like(judged));
     g_loss = g_loss + w_adv * l_adv;
   }
+  autocast.reset();
 
   // The generator's step.
   if (update_g && g_loss.requires_grad()) {
@@ -202,7 +247,9 @@ Generated autoencode(ds_model& m, const torch::Tensor& x, const ds_step_input& i
     auto eps = torch::randn(code.sizes(), m.noise, torch::kFloat32).to(code.device());
     auto mu = code;
     code = mu + torch::exp(0.5 * logvar) * eps;
-    g.kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum() / x.size(0);
+    // In float32 even under autocast: a sum over the whole latent.
+    auto mu32 = mu.to(torch::kFloat32), lv32 = logvar.to(torch::kFloat32);
+    g.kl = 0.5 * (mu32.pow(2) + lv32.exp() - 1 - lv32).sum() / x.size(0);
     if (in.kl_weight > 0) g.loss = g.loss + in.kl_weight * g.kl;
   }
   g.y = m.gen->forward(code);
@@ -211,7 +258,12 @@ Generated autoencode(ds_model& m, const torch::Tensor& x, const ds_step_input& i
 
 void autoencoder_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
                       ds_step_log* out) {
-  deepsim_losses(m, x, autoencode(m, x, in), out);
+  Generated g;
+  {
+    Autocast autocast(bf16(m));
+    g = autoencode(m, x, in);
+  }
+  deepsim_losses(m, x, g, out);
 }
 
 void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
@@ -228,6 +280,9 @@ void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
   m.enc->to(m.device);
   m.gen->to(m.device);
   m.disc->to(m.device);
+  channels_last(*m.enc);
+  channels_last(*m.gen);
+  channels_last(*m.disc);
   m.opt_d = adam(cfg, m.disc->parameters());
   m.step = autoencoder_step;
   m.terms = {"loss_feat", "loss_adv", "loss_img", "loss_discr"};
@@ -249,7 +304,12 @@ void inversion_step(ds_model& m, const torch::Tensor& x, const ds_step_input&,
   m.inv->train();
   auto f = target_features(m, x);
   auto zero = torch::zeros({}, x.options());
-  deepsim_losses(m, x, Generated{m.inv->forward(f), zero, zero, f}, out);
+  Generated g{torch::Tensor(), zero, zero, f};
+  {
+    Autocast autocast(bf16(m));
+    g.y = m.inv->forward(f);
+  }
+  deepsim_losses(m, x, g, out);
 }
 
 void build_inversion(ds_model& m, std::shared_ptr<Comparator> comp,
@@ -281,6 +341,8 @@ void build_inversion(ds_model& m, std::shared_ptr<Comparator> comp,
   m.cdisc = ConditionalDiscriminator(cfg.size, f.size(1), f.size(2), f.size(3));
   m.inv->to(m.device);
   m.cdisc->to(m.device);
+  channels_last(*m.inv);
+  channels_last(*m.cdisc);
   m.opt_d = adam(cfg, m.cdisc->parameters());
   m.step = inversion_step;
   m.terms = {"loss_feat", "loss_adv", "loss_img", "loss_discr"};
@@ -395,7 +457,7 @@ const char* const* model_terms(ds_model& m, int32_t* n) {
 }
 
 void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out) {
-  auto x = input_tensor(in.x, in.n, m.cfg.size, m.cfg.size, m.device);
+  auto x = input_tensor(in.x, in.n, m.cfg.size, m.cfg.size, m.device).contiguous(kLayout);
   m.step(m, x, in, out);
   trim_now_and_then(m);
 }
@@ -462,8 +524,8 @@ void invert(ds_model& m, const float* f, int64_t n, float* out) {
 
 std::vector<char> save_model(ds_model& m, int64_t step) {
   TensorDict dict;
-  for (const auto& [name, t] : g_params(m)) dict.insert(name, t.detach().cpu());
-  for (const auto& [name, t] : d_params(m)) dict.insert(name, t.detach().cpu());
+  for (const auto& [name, t] : g_params(m)) dict.insert(name, t.detach().cpu().contiguous());
+  for (const auto& [name, t] : d_params(m)) dict.insert(name, t.detach().cpu().contiguous());
   put_adam(dict, "optim_g.", *m.opt_g, g_params(m));
   if (m.opt_d) put_adam(dict, "optim_d.", *m.opt_d, d_params(m));
   dict.insert("meta.step", torch::tensor(step, torch::kInt64));
@@ -497,6 +559,8 @@ std::vector<char> export_comparator(ds_model& m) {
 void set_num_threads(int32_t n) {
   if (n > 0) torch::set_num_threads(n);
 }
+
+int32_t num_threads() { return torch::get_num_threads(); }
 
 int64_t num_params(ds_model& m) {
   int64_t n = 0;

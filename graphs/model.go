@@ -40,6 +40,17 @@ const (
 	Resize Upsample = C.DS_UPSAMPLE_RESIZE
 )
 
+// Precision is the precision of a training step's forward passes.
+type Precision int
+
+// Precisions.
+const (
+	Float32 Precision = C.DS_PRECISION_FLOAT32
+	// BF16 runs forward passes in bfloat16 autocast; weights, optimizer
+	// state, losses and backward passes stay float32.
+	BF16 Precision = C.DS_PRECISION_BF16
+)
+
 // Config is everything the engine needs to build a model.
 type Config struct {
 	Task         Task
@@ -47,6 +58,7 @@ type Config struct {
 	CodeChannels int // channels of the 8 x 8 code (the VAE's latent)
 	Upsample     Upsample
 	Classes      int // surrogate classes, for ComparatorTask
+	Precision    Precision
 	// Weights are the loss terms' weights by the names the step looks them
 	// up under ("feat", "adv", "img"); a term without one is off.
 	Weights      map[string]float64
@@ -103,6 +115,7 @@ func NewModel(cfg Config, comp, target *Comparator) (*Model, error) {
 		code_channels: C.int32_t(cfg.CodeChannels),
 		upsample:      C.int32_t(cfg.Upsample),
 		classes:       C.int32_t(cfg.Classes),
+		precision:     C.int32_t(cfg.Precision),
 		lr:            C.double(cfg.LR),
 		beta1:         C.double(cfg.Beta1),
 		beta2:         C.double(cfg.Beta2),

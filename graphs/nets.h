@@ -4,9 +4,10 @@
 //
 // Conventions from the paper: leaky ReLU with slope 0.3, MSRA (He)
 // initialisation, no batch norm, linear output layers. Up-sampling is the
-// paper's transposed convolution (kernel 4, stride 2, padding 1) or a
-// nearest-neighbour resize followed by a 3x3 convolution, which cannot make
-// the periodic checkerboard artifacts of the former (Odena et al., 2016).
+// paper's transposed convolution (kernel 4, stride 2, padding 1; see
+// UpConv) or a nearest-neighbour resize followed by a 3x3 convolution,
+// which cannot make the periodic checkerboard artifacts of the former
+// (Odena et al., 2016).
 #pragma once
 
 #include <torch/torch.h>
@@ -30,10 +31,37 @@ inline nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1,
       nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
 }
 
-inline nn::ConvTranspose2d upconv(int64_t in, int64_t out) {
-  return nn::ConvTranspose2d(
-      nn::ConvTranspose2dOptions(in, out, 4).stride(2).padding(1));
-}
+// The paper's up-convolution, a transposed convolution with kernel 4,
+// stride 2 and padding 1, computed as what it equals: a 3x3 convolution
+// that gives four times the channels, one group per output pixel's parity,
+// then a pixel shuffle. libtorch 1.13 runs transposed convolutions on the
+// CPU without oneDNN, and this on its fast path. The parameters keep
+// ConvTranspose2d's names, shapes and initialisation, so checkpoints of
+// either read the same.
+struct UpConvImpl : nn::Module {
+  torch::Tensor weight, bias;  // in x out x 4 x 4, out
+
+  UpConvImpl(int64_t in, int64_t out) {
+    // ConvTranspose2d's own initialisation, drawn as it draws it.
+    nn::ConvTranspose2d t(nn::ConvTranspose2dOptions(in, out, 4).stride(2).padding(1));
+    weight = register_parameter("weight", t->weight);
+    bias = register_parameter("bias", t->bias);
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    // Output row 2i+a reads input rows i-1, i, i+1 (dy = 0, 1, 2) through
+    // kernel row a + 3 - 2dy; rows outside 0..3 read index 4, a zero row.
+    const int64_t in = weight.size(0), out = weight.size(1);
+    auto taps = torch::tensor({3, 1, 4, 4, 2, 0}, torch::dtype(torch::kLong).device(weight.device()));
+    auto w = torch::constant_pad_nd(weight, {0, 1, 0, 1});
+    w = w.index_select(2, taps).index_select(3, taps);  // in, out, (a, dy), (b, dx)
+    w = w.view({in, out, 2, 3, 2, 3}).permute({1, 2, 4, 0, 3, 5}).reshape({out * 4, in, 3, 3});
+    auto y = torch::conv2d(x, w.contiguous(x.suggest_memory_format()), bias.repeat_interleave(4),
+                           /*stride=*/1, /*padding=*/1);
+    return torch::pixel_shuffle(y, 2);
+  }
+};
+TORCH_MODULE(UpConv);
 
 // How the generator doubles its resolution; values match ds_config.upsample.
 enum class Upsample { Deconv = 0, Resize = 1 };
@@ -41,7 +69,7 @@ enum class Upsample { Deconv = 0, Resize = 1 };
 inline void push_upsample(nn::Sequential& seq, Upsample how, int64_t in,
                           int64_t out) {
   if (how == Upsample::Deconv) {
-    seq->push_back(upconv(in, out));
+    seq->push_back(UpConv(in, out));
     return;
   }
   seq->push_back(nn::Upsample(nn::UpsampleOptions()

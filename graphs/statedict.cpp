@@ -104,8 +104,8 @@ void put_adam(TensorDict& dict, const std::string& prefix,
     auto it = opt.state().find(c10::guts::to_string(t.unsafeGetTensorImpl()));
     if (it == opt.state().end()) continue;  // no step taken yet
     auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
-    dict.insert(prefix + name + ".exp_avg", s.exp_avg().cpu());
-    dict.insert(prefix + name + ".exp_avg_sq", s.exp_avg_sq().cpu());
+    dict.insert(prefix + name + ".exp_avg", s.exp_avg().cpu().contiguous());
+    dict.insert(prefix + name + ".exp_avg_sq", s.exp_avg_sq().cpu().contiguous());
     dict.insert(prefix + name + ".step", torch::tensor(s.step(), torch::kInt64));
   }
 }
@@ -119,8 +119,9 @@ void load_adam(const TensorDict& dict, const std::string& prefix,
     if (dict.find(key + ".step") == dict.end()) continue;
     auto s = std::make_unique<torch::optim::AdamParamState>();
     s->step(lookup(dict, key + ".step").item<int64_t>());
-    s->exp_avg(lookup(dict, key + ".exp_avg").to(dev).clone());
-    s->exp_avg_sq(lookup(dict, key + ".exp_avg_sq").to(dev).clone());
+    // In the parameter's memory format, as Adam would have made them.
+    s->exp_avg(lookup(dict, key + ".exp_avg").to(dev).contiguous(t.suggest_memory_format()));
+    s->exp_avg_sq(lookup(dict, key + ".exp_avg_sq").to(dev).contiguous(t.suggest_memory_format()));
     if (s->exp_avg().sizes() != t.sizes() || s->exp_avg_sq().sizes() != t.sizes())
       throw std::runtime_error("optimizer state for \"" + name +
                                "\" does not match the parameter's shape");

@@ -95,6 +95,8 @@ func BenchmarkPipeline(b *testing.B) {
 // configurations (64 px, batch 16, feature + adversarial + image loss with
 // the shipped comparator), data pipeline included.
 func BenchmarkTrain(b *testing.B) {
+	core, _ := graphs.BLAS()
+	b.Logf("OpenBLAS kernel %q (OPENBLAS_CORETYPE=%q), %d CPUs", core, os.Getenv("OPENBLAS_CORETYPE"), runtime.NumCPU())
 	resize := Defaults()
 	resize.Upsample = UpsampleResize
 	for _, bc := range []struct {

@@ -36,6 +36,9 @@ type Config struct {
 	// Upsample is how G doubles its resolution: "resize" (nearest-neighbour
 	// then a 3x3 conv) or "deconv" (the paper's transposed convolution).
 	Upsample string `json:"upsample"`
+	// Precision of the training step's forward passes: "float32", or
+	// "bf16" autocast (float32 weights and optimizer state).
+	Precision string `json:"precision"`
 
 	// VAE: the KL term's weight, reached linearly over the first KLWarmup
 	// steps so that the posterior neither collapses onto the prior nor runs
@@ -87,6 +90,12 @@ type Config struct {
 	CheckpointEvery int64 `json:"checkpoint_every"`
 }
 
+// Precisions of a training step.
+const (
+	PrecisionFloat32 = "float32"
+	PrecisionBF16    = "bf16"
+)
+
 // Upsampling kinds of the generator.
 const (
 	UpsampleResize = "resize"
@@ -106,6 +115,7 @@ func Defaults() Config {
 		Size:            64,
 		CodeChannels:    8,
 		Upsample:        UpsampleDeconv,
+		Precision:       PrecisionFloat32,
 		Batch:           16,
 		Steps:           2000,
 		Comparator:      DefaultComparator,
@@ -208,6 +218,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--steps %d: must be at least 1", c.Steps)
 	case c.LogEvery < 1 || c.CheckpointEvery < 1:
 		return errors.New("log and checkpoint intervals must be at least 1")
+	case c.Precision != PrecisionFloat32 && c.Precision != PrecisionBF16:
+		return fmt.Errorf("--precision %q: have %s, %s", c.Precision, PrecisionFloat32, PrecisionBF16)
+	case c.Precision == PrecisionBF16 && !hasBF16(cpuFlags()):
+		return errors.New("--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); train in float32")
 	}
 	return t.validate(c)
 }
@@ -228,12 +242,17 @@ func (c Config) Graph() graphs.Config {
 	if c.Upsample == UpsampleDeconv {
 		up = graphs.Deconv
 	}
+	precision := graphs.Float32
+	if c.Precision == PrecisionBF16 {
+		precision = graphs.BF16
+	}
 	return graphs.Config{
 		Task:         task,
 		Size:         c.Size,
 		CodeChannels: c.CodeChannels,
 		Upsample:     up,
 		Classes:      c.Classes,
+		Precision:    precision,
 		Weights:      c.lossWeights(),
 		LR:           c.LR,
 		Beta1:        c.Beta1,

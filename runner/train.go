@@ -79,6 +79,11 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	// The fixed networks first: a missing one fails before anything is
 	// written or minutes of images are decoded.
 	graphs.SetThreads(cfg.Threads)
+	core, _ := graphs.BLAS()
+	log.Info("engine", "threads", graphs.Threads(), "blas_kernel", core)
+	if advice := blasAdvice(core, cpuFlags()); advice != "" {
+		log.Warn(advice)
+	}
 	nets, err := t.networks(cfg, opt.Store)
 	if err != nil {
 		return nil, err

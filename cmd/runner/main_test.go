@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -269,5 +270,25 @@ func TestSampleCommand(t *testing.T) {
 	cfg, err := runner.LoadConfig(vae)
 	if err != nil || cfg.CodeChannels != 4 || cfg.Task != runner.TaskVAE {
 		t.Fatalf("--latent 4x8x8 gave config %+v (%v)", cfg, err)
+	}
+}
+
+// --threads 0 gives libtorch one intra-op thread per CPU the process may
+// run on: all of them, or those an affinity mask leaves it.
+func TestThreadsFollowCPUs(t *testing.T) {
+	data := photos(t)
+	for _, tc := range []struct {
+		taskset []string
+		want    int
+	}{{nil, runtime.NumCPU()}, {[]string{"taskset", "-c", "0"}, 1}} {
+		args := append(tc.taskset, binary)
+		args = append(args, small(data, filepath.Join(t.TempDir(), "run"), "--steps", "1", "--threads", "0", "--lambda-adv", "0")...)
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args[:len(tc.taskset)], err, out)
+		}
+		if want := fmt.Sprintf("threads=%d ", tc.want); !strings.Contains(string(out), want) {
+			t.Fatalf("%v: want %q in:\n%s", tc.taskset, want, out)
+		}
 	}
 }

@@ -44,6 +44,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *b
 	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "crops per step")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "crop side in pixels (16, 32, 64, 128, 256)")
 	fs.Var((*latentFlag)(&cfg.CodeChannels), "latent", "code (VAE: latent) shape CxHxW, or just C; H and W are always 8")
+	fs.StringVar(&cfg.Precision, "precision", cfg.Precision, "forward passes in float32, or bf16 (bfloat16 autocast, where the CPU has it)")
 	fs.StringVar(&cfg.Upsample, "upsample", cfg.Upsample, "generator upsampling: deconv (transposed conv, the paper's) or resize (nearest + 3x3 conv, no checkerboard)")
 	fs.Float64Var(&cfg.KLWeight, "kl-weight", cfg.KLWeight, "VAE: weight of the KL term (nats per image)")
 	fs.Int64Var(&cfg.KLWarmup, "kl-warmup", cfg.KLWarmup, "VAE: steps over which the KL weight rises linearly from 0")
