@@ -22,7 +22,7 @@ NSFWJS        := nsfwjs@4.4.0
 NSFWJS_TGZ    := $(DEEPSIM_HOME)/npm/nsfwjs-4.4.0.tgz
 NSFWJS_SHA256 := 585cd178f3b994337c4d10a87b080d342fc52f8b9bf0085c4d1f345a3a1c5382
 
-.PHONY: all deps debs models build test demo bench bench-peer clean
+.PHONY: all deps debs models build test demo bench bench-peer fuzz clean
 
 all: build
 
@@ -87,6 +87,14 @@ bench-peer: build
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
 	$(GO) test -run '^$$' -bench 'Peer' -benchtime 1x -timeout 60m -v ./runner | grep -v '^=== '
+
+# Each fuzz target for FUZZTIME. Minimising a new input is capped: with
+# Go's default (60 s each) the counters sit at 0/sec while it runs.
+FUZZTIME ?= 2m
+fuzz: deps
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./pipeline
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/torchfile
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./runner
 
 clean:
 	rm -rf bin build

@@ -32,6 +32,9 @@ type DecodeOptions struct {
 	// MaxPixels refuses headers that declare more pixels than this
 	// (DefaultMaxPixels when 0), before any pixel memory is allocated.
 	MaxPixels int
+	// MaxKept refuses images that resizing would make larger than this
+	// (MaxKeptPixels when 0).
+	MaxKept int
 	// MinSide upscales images whose short side is smaller, so that every
 	// image can give a crop. 0 keeps them as they are.
 	MinSide int
@@ -58,6 +61,11 @@ func Decode(path string, opt DecodeOptions) (*image.NRGBA, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return decodeFrom(f, opt)
+}
+
+// decodeFrom is Decode's work on an open file.
+func decodeFrom(f io.ReadSeeker, opt DecodeOptions) (*image.NRGBA, error) {
 	r := bufio.NewReader(f)
 	cfg, format, err := image.DecodeConfig(r)
 	if err != nil {
@@ -72,8 +80,12 @@ func Decode(path string, opt DecodeOptions) (*image.NRGBA, error) {
 	}
 	// What is kept after resizing is bounded too: a 1 x 65536 image
 	// upscaled to a 64 px short side would need 268 million pixels.
-	if w, h := targetSize(cfg.Width, cfg.Height, opt); (w != cfg.Width || h != cfg.Height) && int64(w)*int64(h) > MaxKeptPixels {
-		return nil, fmt.Errorf("%w: a %dx%d %s would be resized to %dx%d (limit %d pixels)", ErrTooLarge, cfg.Width, cfg.Height, format, w, h, MaxKeptPixels)
+	maxKept := opt.MaxKept
+	if maxKept <= 0 {
+		maxKept = MaxKeptPixels
+	}
+	if w, h := targetSize(cfg.Width, cfg.Height, opt); (w != cfg.Width || h != cfg.Height) && int64(w)*int64(h) > int64(maxKept) {
+		return nil, fmt.Errorf("%w: a %dx%d %s would be resized to %dx%d (limit %d pixels)", ErrTooLarge, cfg.Width, cfg.Height, format, w, h, maxKept)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
