@@ -170,32 +170,46 @@ func BenchmarkPeer(b *testing.B) {
 
 	// Step times, alternating, with every loss term on.
 	const warm, steps = 2, 20
-	var rows []string
+	type setting struct {
+		threads, batch int
+		precision      string
+	}
+	var settings []setting
 	for _, threads := range []int{1, 2} {
 		for _, batch := range []int{16, 32} {
-			cfg := peerConfig(threads, batch)
-			graphs.SetThreads(threads)
-			model, data, ckpt, batches := peerSetup(b, cfg, 4)
-			p := startPeer(b, ckpt, batches, threads, cfg.LambdaAdv)
-			var ours, theirs []time.Duration
-			for i := range warm + steps {
-				start := time.Now()
-				if _, err := model.TrainStep(graphs.Step{Batch: data[i%len(data)], N: batch}); err != nil {
-					b.Fatal(err)
-				}
-				t := time.Since(start)
-				pt, _ := p.step(b)
-				if i >= warm {
-					ours, theirs = append(ours, t), append(theirs, pt)
-				}
-			}
-			o, t := median(ours), median(theirs)
-			ratio := float64(o) / float64(t)
-			rows = append(rows, fmt.Sprintf("| %d | %d | %.3f s | %.3f s | %.2f |", threads, batch, o.Seconds(), t.Seconds(), ratio))
-			b.ReportMetric(ratio, fmt.Sprintf("ratio_t%d_b%d", threads, batch))
+			settings = append(settings, setting{threads, batch, PrecisionFloat32})
 		}
 	}
-	b.Logf("step times, medians of %d alternating steps:\n| threads | batch | deepsim | PyTorch | ratio |\n|---|---|---|---|---|\n%s",
+	// bf16 autocast against PyTorch in float32, as a user would run each.
+	if hasBF16(cpuFlags()) {
+		settings = append(settings, setting{2, 16, PrecisionBF16})
+	}
+	var rows []string
+	for _, st := range settings {
+		threads, batch := st.threads, st.batch
+		cfg := peerConfig(threads, batch)
+		cfg.Precision = st.precision
+		graphs.SetThreads(threads)
+		model, data, ckpt, batches := peerSetup(b, cfg, 4)
+		p := startPeer(b, ckpt, batches, threads, cfg.LambdaAdv)
+		var ours, theirs []time.Duration
+		for i := range warm + steps {
+			start := time.Now()
+			if _, err := model.TrainStep(graphs.Step{Batch: data[i%len(data)], N: batch}); err != nil {
+				b.Fatal(err)
+			}
+			t := time.Since(start)
+			pt, _ := p.step(b)
+			if i >= warm {
+				ours, theirs = append(ours, t), append(theirs, pt)
+			}
+		}
+		o, t := median(ours), median(theirs)
+		ratio := float64(o) / float64(t)
+		rows = append(rows, fmt.Sprintf("| %d | %d | %s | %.3f s | %.3f s | %.2f |", threads, batch, st.precision, o.Seconds(), t.Seconds(), ratio))
+		b.ReportMetric(ratio, fmt.Sprintf("ratio_t%d_b%d_%s", threads, batch, st.precision))
+	}
+	b.Logf("step times, medians of %d alternating steps:\n| threads | batch | deepsim precision | deepsim | PyTorch (float32) | ratio |\n|---|---|---|---|---|---|\n%s",
 		steps, strings.Join(rows, "\n"))
 }
 
