@@ -82,6 +82,22 @@ inline nn::LeakyReLU leaky() {
   return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(kLeak));
 }
 
+// push_decoder appends the generators' shared tail: stages x2 up-samplings
+// from ch channels, each halving the width (to at least 32) and followed by
+// a 3x3 convolution, then a linear 3x3 convolution to RGB.
+inline void push_decoder(nn::Sequential& body, Upsample how, int64_t ch,
+                         int64_t stages) {
+  for (int64_t i = 0; i < stages; i++) {
+    const int64_t out = std::max<int64_t>(ch / 2, 32);
+    push_upsample(body, how, ch, out);
+    body->push_back(leaky());
+    body->push_back(conv(out, out, 3));
+    body->push_back(leaky());
+    ch = out;
+  }
+  body->push_back(conv(ch, 3, 3));  // linear output
+}
+
 // He initialisation for every conv and linear layer of a module; biases 0.
 inline void msra_init(nn::Module& m) {
   torch::NoGradGuard no_grad;
@@ -134,19 +150,11 @@ struct GeneratorImpl : nn::Module {
 
   GeneratorImpl(int64_t size, int64_t code_ch, Upsample how) {
     const int64_t n = stages_for(size);
-    int64_t ch = 32LL << n;  // 256 for 64 px: 256 -> 128 -> 64 -> 32
-    if (ch > 512) ch = 512;
+    // 256 for 64 px: 256 -> 128 -> 64 -> 32
+    const int64_t ch = std::min<int64_t>(32LL << n, 512);
     body->push_back(conv(code_ch, ch, 3));
     body->push_back(leaky());
-    for (int64_t i = 0; i < n; i++) {
-      const int64_t out = std::max<int64_t>(ch / 2, 32);
-      push_upsample(body, how, ch, out);
-      body->push_back(leaky());
-      body->push_back(conv(out, out, 3));
-      body->push_back(leaky());
-      ch = out;
-    }
-    body->push_back(conv(ch, 3, 3));  // linear output
+    push_decoder(body, how, ch, n);
     register_module("body", body);
     msra_init(*this);
   }
@@ -181,7 +189,7 @@ struct InversionGeneratorImpl : nn::Module {
     }
     if (vector)
       while ((grid << stages) < size) stages++;
-    int64_t ch = std::min<int64_t>(32LL << stages, 512);
+    const int64_t ch = std::min<int64_t>(32LL << stages, 512);
     if (vector) {
       body->push_back(conv(fc_ch, ch, 3));
       body->push_back(leaky());
@@ -189,15 +197,7 @@ struct InversionGeneratorImpl : nn::Module {
       head = nn::Sequential(conv(c, ch, 3), leaky(), conv(ch, ch, 3), leaky(), conv(ch, ch, 3),
                             leaky());
     }
-    for (int64_t i = 0; i < stages; i++) {
-      const int64_t out = std::max<int64_t>(ch / 2, 32);
-      push_upsample(body, how, ch, out);
-      body->push_back(leaky());
-      body->push_back(conv(out, out, 3));
-      body->push_back(leaky());
-      ch = out;
-    }
-    body->push_back(conv(ch, 3, 3));  // linear output
+    push_decoder(body, how, ch, stages);
     register_module("head", head);
     register_module("body", body);
     msra_init(*this);

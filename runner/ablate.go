@@ -152,5 +152,5 @@ func ablationSheet(ctx context.Context, opt AblateOptions, log *slog.Logger) (*i
 		}
 		rows = append(rows, images(y, crops.N, size))
 	}
-	return mosaic(rows, 2, 0), nil
+	return Mosaic(rows, 2, 0), nil
 }

@@ -50,10 +50,8 @@ func stream(ctx context.Context, set *pipeline.Set, cfg Config) <-chan pipeline.
 	return pipeline.Stream(ctx, func(i int64) pipeline.Batch { return pipeline.MakeBatch(set, opt, i) }, 0, 2, 2)
 }
 
-// trainer returns a function that runs one training step of cfg's model
-// on cfg's data stream; everything is released when the benchmark ends.
-func trainer(b *testing.B, cfg Config) func() {
-	set := benchSet(b, cfg)
+// benchModel builds cfg's model, closed when the benchmark ends.
+func benchModel(b *testing.B, cfg Config) *graphs.Model {
 	comp, err := pretrained.OpenString(cfg.ComparatorSpec(), pretrained.Store{Home: b.TempDir()}, cfg.ComparatorSize)
 	if err != nil {
 		b.Fatal(err)
@@ -63,8 +61,17 @@ func trainer(b *testing.B, cfg Config) func() {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(model.Close)
+	return model
+}
+
+// trainer returns a function that runs one training step of cfg's model
+// on cfg's data stream; everything is released when the benchmark ends.
+func trainer(b *testing.B, cfg Config) func() {
+	set := benchSet(b, cfg)
+	model := benchModel(b, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(func() { cancel(); model.Close() })
+	b.Cleanup(cancel)
 	s := stream(ctx, set, cfg)
 	return func() {
 		batch := <-s

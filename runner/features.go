@@ -84,7 +84,7 @@ func invertFile(model *graphs.Model, cfg Config, opt ReconstructOptions) (*Recon
 		outs = append(outs, img)
 	}
 	sum.Grid = filepath.Join(opt.Out, GridFile)
-	if err := imaging.Save(mosaic([][]*image.NRGBA{outs}, 4, 4), sum.Grid); err != nil {
+	if err := imaging.Save(Mosaic([][]*image.NRGBA{outs}, 4, 4), sum.Grid); err != nil {
 		return sum, fmt.Errorf("write grid: %w", err)
 	}
 	return sum, nil

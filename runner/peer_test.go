@@ -18,7 +18,6 @@ import (
 
 	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/internal/npy"
-	"github.com/deepsim/deepsim/pretrained"
 )
 
 // peerScript is deepsim's step in PyTorch eager (make bench-peer installs
@@ -76,16 +75,7 @@ func (p *peer) step(b *testing.B) (time.Duration, [4]float64) {
 func peerSetup(b *testing.B, cfg Config, batches int) (*graphs.Model, [][]float32, string, string) {
 	b.Helper()
 	set := benchSet(b, cfg)
-	comp, err := pretrained.OpenString(cfg.ComparatorSpec(), pretrained.Store{Home: b.TempDir()}, cfg.ComparatorSize)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer comp.Close()
-	model, err := graphs.NewModel(cfg.Graph(), comp, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(model.Close)
+	model := benchModel(b, cfg)
 	dir := b.TempDir()
 	state, err := model.Save(0)
 	if err != nil {

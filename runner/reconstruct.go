@@ -247,5 +247,5 @@ func Grid(pairs [][2]*image.NRGBA, height int) *image.NRGBA {
 			imaging.Resize(p[1], 0, height, imaging.Lanczos),
 		}
 	}
-	return mosaic(rows, 4, 4)
+	return Mosaic(rows, 4, 4)
 }

@@ -197,7 +197,7 @@ func writeImages(out string, y []float32, n, size int, row bool) ([]string, erro
 		for i := 0; i < n; i += cols {
 			rows = append(rows, imgs[i:min(i+cols, n)])
 		}
-		if err := imaging.Save(mosaic(rows, 2, 2), out); err != nil {
+		if err := imaging.Save(Mosaic(rows, 2, 2), out); err != nil {
 			return nil, fmt.Errorf("write %s: %w", out, err)
 		}
 		return []string{out}, nil

@@ -9,11 +9,11 @@ import (
 	"github.com/deepsim/deepsim/pipeline"
 )
 
-// mosaic lays rows of images out left to right and top to bottom on a dark
+// Mosaic lays rows of images out left to right and top to bottom on a dark
 // background, gap pixels between neighbours and margin pixels around the
 // whole. A row is as tall as its tallest image. Every picture deepsim
 // writes that holds more than one image is a mosaic.
-func mosaic(rows [][]*image.NRGBA, gap, margin int) *image.NRGBA {
+func Mosaic(rows [][]*image.NRGBA, gap, margin int) *image.NRGBA {
 	width, height := 0, 0
 	for i, row := range rows {
 		w, h := 0, 0
@@ -56,5 +56,5 @@ func images(x []float32, n, size int) []*image.NRGBA {
 
 // strip lays n images side by side.
 func strip(x []float32, n, size int) *image.NRGBA {
-	return mosaic([][]*image.NRGBA{images(x, n, size)}, 2, 0)
+	return Mosaic([][]*image.NRGBA{images(x, n, size)}, 2, 0)
 }
