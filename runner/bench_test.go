@@ -106,14 +106,21 @@ func BenchmarkTrain(b *testing.B) {
 	b.Logf("OpenBLAS kernel %q (OPENBLAS_CORETYPE=%q), %d CPUs", core, os.Getenv("OPENBLAS_CORETYPE"), runtime.NumCPU())
 	resize := Defaults()
 	resize.Upsample = UpsampleResize
-	for _, bc := range []struct {
+	type benchCase struct {
 		name string
 		cfg  Config
-	}{
+	}
+	cases := []benchCase{
 		{"autoencoder", Defaults()},
 		{"vae", DefaultsFor(TaskVAE)},
 		{"autoencoder-resize", resize},
-	} {
+	}
+	if hasBF16(cpuFlags()) {
+		bf16 := Defaults()
+		bf16.Precision = PrecisionBF16
+		cases = append(cases, benchCase{"autoencoder-bf16", bf16})
+	}
+	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
 			step := trainer(b, bc.cfg)
 			for range 3 { // warm-up
