@@ -16,6 +16,7 @@ import (
 
 	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/internal/atomicfile"
+	"github.com/deepsim/deepsim/pretrained"
 )
 
 // Config is every hyperparameter of a run, kept in one place. It is written
@@ -105,6 +106,31 @@ const (
 // DefaultComparator is the shipped Exemplar-CNN, trained by this project, at
 // the layer that gave the lowest independent feature error (README).
 const DefaultComparator = "exemplar:conv2"
+
+// TrainedComparator is the autoencoder's and the VAE's comparator where the
+// store holds the MobileNetV2 that make models imports: under a judge that
+// neither used (the InceptionV3) it gave a lower perceptual distance than
+// DefaultComparator at equal steps (README, "SE against DeePSiM under a
+// trained judge"). It sees the crops at their own size.
+const TrainedComparator = "mobilenetv2:block_3_expand_relu"
+
+// PreferTrainedComparator makes a new autoencoder or VAE configuration
+// compare with TrainedComparator when store holds its network, and says
+// whether it did.
+func PreferTrainedComparator(c *Config, store pretrained.Store) bool {
+	if c.Task != TaskAutoencoder && c.Task != TaskVAE {
+		return false
+	}
+	s, err := pretrained.Parse(TrainedComparator)
+	if err != nil {
+		return false
+	}
+	if _, err := store.Lookup(s.Name); err != nil {
+		return false
+	}
+	c.Comparator, c.ComparatorSize = TrainedComparator, c.Size
+	return true
+}
 
 // Defaults is the reference configuration: the paper's optimiser and the
 // loss weights of a reference run that trained stably at 64 px (README,

@@ -4,7 +4,45 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/deepsim/deepsim/pretrained"
 )
+
+// A new autoencoder or VAE run compares with the imported MobileNetV2,
+// at the crop size, where the store has it, and with the shipped
+// Exemplar-CNN otherwise; other tasks keep their own.
+func TestPreferTrainedComparator(t *testing.T) {
+	with, without := trainedJudge(t), pretrained.Store{Home: t.TempDir()}
+	for _, tc := range []struct {
+		name     string
+		task     string
+		store    pretrained.Store
+		want     string
+		wantSize int
+	}{
+		{"autoencoder with the network", TaskAutoencoder, with, TrainedComparator, 64},
+		{"vae with the network", TaskVAE, with, TrainedComparator, 64},
+		{"autoencoder without it", TaskAutoencoder, without, DefaultComparator, 0},
+		{"inversion", TaskInversion, with, DefaultsFor(TaskInversion).Comparator, 0},
+		{"comparator task", TaskComparator, with, DefaultsFor(TaskComparator).Comparator, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultsFor(tc.task)
+			changed := PreferTrainedComparator(&cfg, tc.store)
+			if cfg.Comparator != tc.want || cfg.ComparatorSize != tc.wantSize || changed != (tc.want == TrainedComparator) {
+				t.Fatalf("comparator %q at %d (changed %v), want %q at %d", cfg.Comparator, cfg.ComparatorSize, changed, tc.want, tc.wantSize)
+			}
+			if !changed {
+				return
+			}
+			c, err := pretrained.OpenString(cfg.ComparatorSpec(), tc.store, cfg.ComparatorSize)
+			if err != nil {
+				t.Fatalf("the chosen comparator does not open: %v", err)
+			}
+			c.Close()
+		})
+	}
+}
 
 func TestValidate(t *testing.T) {
 	tests := []struct {

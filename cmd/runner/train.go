@@ -48,7 +48,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *b
 	fs.StringVar(&cfg.Upsample, "upsample", cfg.Upsample, "generator upsampling: deconv (transposed conv, the paper's) or resize (nearest + 3x3 conv, no checkerboard)")
 	fs.Float64Var(&cfg.KLWeight, "kl-weight", cfg.KLWeight, "VAE: weight of the KL term (nats per image)")
 	fs.Int64Var(&cfg.KLWarmup, "kl-warmup", cfg.KLWarmup, "VAE: steps over which the KL weight rises linearly from 0")
-	fs.StringVar(&cfg.Comparator, "comparator", cfg.Comparator, "comparator C: NAME:LAYER, ARCH-random:LAYER or FILE.pt[:SUBMODULE]")
+	fs.StringVar(&cfg.Comparator, "comparator", cfg.Comparator, "comparator C: NAME:LAYER, ARCH-random:LAYER or FILE.pt[:SUBMODULE] (autoencoder and VAE: "+runner.TrainedComparator+" where make models has imported it)")
 	fs.StringVar(&cfg.Layer, "layer", cfg.Layer, "comparator layer, when --comparator names none; for an inversion, the target's layer to invert")
 	fs.StringVar(&cfg.Target, "target", cfg.Target, "inversion: the network whose features G inverts (a comparator spec, e.g. mobilenetv2 or alexnet)")
 	fs.IntVar(&cfg.TargetSize, "target-size", cfg.TargetSize, "inversion: side the target sees the images at (0: --size)")
@@ -134,6 +134,10 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Wr
 		}
 	}
 	store := pretrained.Store{Home: pretrained.DefaultHome()}
+	if !resume && !anySet(fs, "comparator", "comparator-size", "layer") && runner.PreferTrainedComparator(&cfg, store) {
+		log.Info("comparator: the imported MobileNetV2, the default where make models has run ("+runner.DefaultComparator+" otherwise)",
+			"comparator", cfg.Comparator, "comparator_size", cfg.ComparatorSize)
+	}
 	if paper && !resume {
 		if cfg.Task != runner.TaskInversion || anySet(fs, "lambda-feat", "lambda-adv", "lambda-img") {
 			return fmt.Errorf("%w: --paper-weights is for --task inversion, without --lambda-*", errUsage)
