@@ -11,7 +11,7 @@ split=${1:-build/split}
 out=${2:-runs/inversion}
 mkdir -p "$out"
 common=(--task inversion --target mobilenetv2 --data "$split/train" --heldout "$split/heldout"
-	--seed 1 --threads 1 --upsample resize --log-every 10 --steps 1000 --checkpoint-every 250)
+	--seed 1 --threads 1 --upsample resize --log-every 10 --steps 2000 --checkpoint-every 500)
 declare -A layer=([b3]=block_3_expand_relu [b10]=block_10_project_BN)
 declare -A loss=([ds]="" [img]="--lambda-feat 0 --lambda-adv 0")
 runs=(inv-b3-ds inv-b3-img inv-b10-ds inv-b10-img)
