@@ -23,10 +23,14 @@ inline char* dup_string(const std::string& s) {
 }
 
 // Runs f and turns every exception into an error string: nothing may unwind
-// into Go, where it would abort the process.
+// into Go, where it would abort the process. It first gives the calling
+// thread the intra-op thread count (sync_threads).
+void sync_threads();
+
 template <typename Fn>
 char* guarded(Fn&& f) {
   try {
+    sync_threads();
     f();
     return nullptr;
   } catch (const c10::Error& e) {

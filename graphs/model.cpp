@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <malloc.h>
 
+#include <atomic>
 #include <cmath>
 #include <optional>
 #include <stdexcept>
@@ -556,11 +557,35 @@ std::vector<char> export_comparator(ds_model& m) {
   return dict_to_bytes(dict);
 }
 
+namespace {
+// The intra-op thread count asked for, 0 for libtorch's default: one per
+// process, as libtorch's own.
+std::atomic<int32_t> wanted_threads{0};
+}  // namespace
+
 void set_num_threads(int32_t n) {
-  if (n > 0) torch::set_num_threads(n);
+  if (n <= 0) return;
+  wanted_threads.store(n);
+  sync_threads();
 }
 
-int32_t num_threads() { return torch::get_num_threads(); }
+// libtorch keeps OpenMP's thread count per OS thread, fixed when a thread
+// first runs an op; Go runs each call on whichever OS thread is free, so a
+// count set after a thread's first op never reached it. Each call brings
+// its own thread up to date.
+void sync_threads() {
+  thread_local int32_t applied = 0;
+  const int32_t want = wanted_threads.load();
+  if (want > 0 && applied != want) {
+    torch::set_num_threads(want);
+    applied = want;
+  }
+}
+
+int32_t num_threads() {
+  sync_threads();
+  return torch::get_num_threads();
+}
 
 int64_t num_params(ds_model& m) {
   int64_t n = 0;

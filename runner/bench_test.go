@@ -50,8 +50,10 @@ func stream(ctx context.Context, set *pipeline.Set, cfg Config) <-chan pipeline.
 	return pipeline.Stream(ctx, func(i int64) pipeline.Batch { return pipeline.MakeBatch(set, opt, i) }, 0, 2, 2)
 }
 
-// benchModel builds cfg's model, closed when the benchmark ends.
+// benchModel builds cfg's model, closed when the benchmark ends, and sets
+// cfg's thread count.
 func benchModel(b *testing.B, cfg Config) *graphs.Model {
+	graphs.SetThreads(cfg.Threads) // as Train does: 0 is one per CPU
 	comp, err := pretrained.OpenString(cfg.ComparatorSpec(), pretrained.Store{Home: b.TempDir()}, cfg.ComparatorSize)
 	if err != nil {
 		b.Fatal(err)
