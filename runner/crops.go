@@ -35,8 +35,8 @@ func WriteCrops(ctx context.Context, opt CropsOptions) ([]string, error) {
 	if opt.N < 1 || opt.Size < 1 {
 		return nil, fmt.Errorf("crops: need --n >= 1 and --size >= 1")
 	}
-	if opt.N > 1<<20 {
-		return nil, fmt.Errorf("crops: --n %d: at most %d", opt.N, 1<<20)
+	if opt.N > maxImages {
+		return nil, fmt.Errorf("crops: --n %d: at most %d", opt.N, maxImages)
 	}
 	// Each source image is kept with its short side up to 4 x --size, and
 	// each crop is made at --size: refuse sizes no memory holds.

@@ -83,8 +83,8 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if opt.N < 2 {
 		return nil, errors.New("eval needs --n of at least 2")
 	}
-	if opt.N > 1<<20 {
-		return nil, fmt.Errorf("--n %d: at most %d crops", opt.N, 1<<20)
+	if opt.N > maxImages {
+		return nil, fmt.Errorf("--n %d: at most %d crops", opt.N, maxImages)
 	}
 	model, cfg, err := OpenModel(opt.Run, opt.Store)
 	if err != nil {

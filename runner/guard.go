@@ -68,5 +68,9 @@ func fits(what string, bytes float64) error {
 // few hundred times the batch itself.
 const activationFactor = 256
 
+// maxImages bounds the images one command makes or measures (crops,
+// samples, eval crops), before fits weighs their memory.
+const maxImages = 1 << 20
+
 // pixels is the float32 bytes of n RGB images of size x size.
 func pixels(n, size int) float64 { return float64(n) * 3 * float64(size) * float64(size) * 4 }

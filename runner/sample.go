@@ -90,8 +90,8 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 	if len(opt.Interpolate) > 0 {
 		n = opt.Steps
 	}
-	if n > 1<<20 {
-		return nil, fmt.Errorf("at most %d images, not %d", 1<<20, n)
+	if n > maxImages {
+		return nil, fmt.Errorf("at most %d images, not %d", maxImages, n)
 	}
 	if err := fits(fmt.Sprintf("%d images of %d px", n, cfg.Size), 3*pixels(n, cfg.Size)); err != nil {
 		return nil, err
