@@ -2,7 +2,9 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/crc64"
 	"image"
 	"runtime"
 	"sync"
@@ -84,4 +86,22 @@ feed:
 		return s, fmt.Errorf("load images: none of %d files could be used", len(paths))
 	}
 	return s, nil
+}
+
+// Fingerprint hashes the images' sizes and pixels, in order: processes
+// that loaded the same files get the same value.
+func (s *Set) Fingerprint() uint64 {
+	h := crc64.New(crc64.MakeTable(crc64.ECMA))
+	var dims [16]byte
+	for _, img := range s.Images {
+		b := img.Bounds()
+		binary.LittleEndian.PutUint64(dims[:8], uint64(b.Dx()))
+		binary.LittleEndian.PutUint64(dims[8:], uint64(b.Dy()))
+		h.Write(dims[:])
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			i := img.PixOffset(b.Min.X, y)
+			h.Write(img.Pix[i : i+4*b.Dx()])
+		}
+	}
+	return h.Sum64()
 }

@@ -288,3 +288,48 @@ func (p *pickler) tensor(e Entry, hooks func()) {
 	hooks()
 	p.WriteString("tR")
 }
+
+// Floats reads a torch.save archive's float32 and float64 tensors, each
+// as its values in row-major order, by name; tensors of other types are
+// left out.
+func Floats(r io.ReaderAt, size int64) (map[string][]float64, error) {
+	a, err := openArchive(r, size)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]float64{}
+	for _, e := range a.entries {
+		var value func([]byte, int) float64
+		switch e.StorageType {
+		case "FloatStorage":
+			value = func(b []byte, i int) float64 {
+				return float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
+			}
+		case "DoubleStorage":
+			value = func(b []byte, i int) float64 { return math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])) }
+		default:
+			continue
+		}
+		raw, err := readAll(a.storage(e), int64(e.Numel)*itemSizes[e.StorageType])
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", e.Name, err)
+		}
+		values := make([]float64, Numel(e.Shape))
+		idx := make([]int, len(e.Shape))
+		for i := range values {
+			at := e.Offset
+			for d, k := range idx {
+				at += k * e.Stride[d]
+			}
+			values[i] = value(raw, at)
+			for d := len(idx) - 1; d >= 0; d-- {
+				if idx[d]++; idx[d] < e.Shape[d] {
+					break
+				}
+				idx[d] = 0
+			}
+		}
+		out[e.Name] = values
+	}
+	return out, nil
+}

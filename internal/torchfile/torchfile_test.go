@@ -93,3 +93,32 @@ func TestParseRejects(t *testing.T) {
 		})
 	}
 }
+
+func TestFloatsReadsWhatWriteWrote(t *testing.T) {
+	want := []Tensor{
+		{Name: "a.weight", Shape: []int{2, 3}, Data: []float32{1, -2, 3.5, 4, 5, 6e-8}},
+		{Name: "a.bias", Shape: []int{3}, Data: []float32{0.25, 0, -1}},
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Floats(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read %d tensors, want %d", len(got), len(want))
+	}
+	for _, w := range want {
+		g := got[w.Name]
+		if len(g) != len(w.Data) {
+			t.Fatalf("%s: %d values, want %d", w.Name, len(g), len(w.Data))
+		}
+		for i := range g {
+			if g[i] != float64(w.Data[i]) {
+				t.Fatalf("%s[%d] = %v, want %v", w.Name, i, g[i], w.Data[i])
+			}
+		}
+	}
+}
