@@ -6,9 +6,10 @@
 GO       ?= go
 BIN      := bin/runner
 DEMO     ?= build/demo
-# Debian packages: the engine, a fast BLAS for it, the default photos, and
-# the headless browser the run-report test renders with.
-DEB_PKGS := libtorch-dev libopenblas0-openmp mate-backgrounds plasma-workspace-wallpapers chromium
+# Debian packages: the engine, Gloo's headers (data-parallel training), a
+# fast BLAS, the default photos, and the headless browser the run-report
+# test renders with.
+DEB_PKGS := libtorch-dev libgloo-dev libopenblas0-openmp mate-backgrounds plasma-workspace-wallpapers chromium
 # Photos the default demo trains on.
 PHOTOS   ?= /usr/share/backgrounds /usr/share/wallpapers
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -74,6 +75,7 @@ demo: models
 
 bench: build
 	$(GO) test -run '^$$' -bench 'Train|Pipeline|Memory' -benchtime 1x -timeout 30m -v ./runner | grep -v '^=== '
+	$(GO) test -run '^$$' -bench 'DataParallel' -benchtime 1x -timeout 30m -v ./cmd/runner | grep -v '^=== '
 
 # deepsim against the same networks in PyTorch eager, alternating in one
 # run, and against the standard PyTorch recipe end to end. The peer is

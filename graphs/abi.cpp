@@ -112,6 +112,36 @@ char* ds_model_export_comparator(ds_model* m, char** buf, int64_t* len) {
 
 int64_t ds_model_num_params(ds_model* m) { return deepsim::num_params(*m); }
 
+char* ds_group_new(const ds_group_spec* spec, ds_group** out) {
+  *out = nullptr;
+  return guarded([&] { *out = deepsim::new_group(*spec); });
+}
+
+void ds_group_free(ds_group* g) { deepsim::free_group(g); }
+
+char* ds_group_broadcast(ds_group* g, const char* buf, int64_t len, char** out,
+                         int64_t* out_len) {
+  *out = nullptr;
+  *out_len = 0;
+  return guarded([&] {
+    std::vector<char> bytes;
+    if (buf) bytes.assign(buf, buf + len);
+    deepsim::to_malloc(deepsim::broadcast_bytes(*g, std::move(bytes)), out, out_len);
+  });
+}
+
+char* ds_group_same(ds_group* g, int64_t value, int32_t* same) {
+  return guarded([&] { *same = deepsim::group_same(*g, value); });
+}
+
+void ds_group_stats(ds_group* g, double* seconds, int64_t* calls) {
+  deepsim::group_stats(*g, seconds, calls);
+}
+
+char* ds_model_join(ds_model* m, ds_group* g, int64_t step, int64_t* out_step) {
+  return guarded([&] { *out_step = deepsim::join_group(*m, *g, step); });
+}
+
 void ds_set_num_threads(int32_t n) { deepsim::set_num_threads(n); }
 
 int32_t ds_num_threads(void) { return deepsim::num_threads(); }

@@ -84,6 +84,17 @@ std::vector<char> save_model(ds_model& m, int64_t step);
 int64_t load_model(ds_model& m, const char* buf, int64_t len);
 std::vector<char> export_comparator(ds_model& m);
 int64_t num_params(ds_model& m);
+int64_t join_group(ds_model& m, ds_group& g, int64_t step);
+
+// ---- distributed.cpp ----
+
+ds_group* new_group(const ds_group_spec& spec);
+void free_group(ds_group* g);
+int group_rank(const ds_group& g);
+// Rank 0's bytes, on every rank.
+std::vector<char> broadcast_bytes(ds_group& g, std::vector<char> bytes);
+bool group_same(ds_group& g, int64_t value);
+void group_stats(const ds_group& g, double* seconds, int64_t* calls);
 void set_num_threads(int32_t n);
 int32_t num_threads();
 

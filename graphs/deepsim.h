@@ -14,6 +14,7 @@ extern "C" {
 
 typedef struct ds_model ds_model;
 typedef struct ds_comparator ds_comparator;
+typedef struct ds_group ds_group;
 
 /* ---- comparators ---- */
 
@@ -146,9 +147,11 @@ enum ds_task {
 /* How the generator doubles its resolution. */
 enum ds_upsample { DS_UPSAMPLE_DECONV = 0, DS_UPSAMPLE_RESIZE = 1 };
 
-/* The precision of a training step's forward passes: float32 throughout,
- * or bfloat16 autocast with float32 weights, optimizer state and losses. */
-enum ds_precision { DS_PRECISION_FLOAT32 = 0, DS_PRECISION_BF16 = 1 };
+/* The precision of training: float32 throughout; bfloat16 autocast for
+ * the forward passes with float32 weights, optimizer state and losses; or
+ * float64 weights, optimizer state and passes (the fixed comparator and
+ * target still compute in float32). */
+enum ds_precision { DS_PRECISION_FLOAT32 = 0, DS_PRECISION_BF16 = 1, DS_PRECISION_FLOAT64 = 2 };
 
 enum { DS_MAX_TERMS = 8, DS_NAME_LEN = 24 };
 
@@ -179,12 +182,17 @@ typedef struct {
 /* One training step's input. x: n*3*size*size floats, NCHW, pixels in
  * [-1,1]. labels: n class indices for the comparator task, NULL otherwise.
  * kl_weight weighs the VAE's KL term on this step (the caller owns its
- * warm-up schedule). */
+ * warm-up schedule). In a group (ds_model_join), x holds rows
+ * [offset, offset+n) of a global batch of global_n; 0 means n. stop: this
+ * process asks the group to stop after this step. */
 typedef struct {
   const float *x;
   const int64_t *labels;
   int64_t n;
   double kl_weight;
+  int64_t offset;
+  int64_t global_n;
+  int32_t stop;
 } ds_step_input;
 
 /* What a step measured: values[i] is the term named by ds_model_terms()[i]
@@ -194,6 +202,7 @@ typedef struct {
   double values[DS_MAX_TERMS];
   int32_t updated_g;
   int32_t updated_d;
+  int32_t stop; /* some process of the group asked to stop */
 } ds_step_log;
 
 /* comp and target are shared with the caller, who may free their handles
@@ -252,6 +261,49 @@ char *ds_model_export_comparator(ds_model *m, char **buf, int64_t *len);
 
 /* Number of parameters of the trained networks (for logs and tests). */
 int64_t ds_model_num_params(ds_model *m);
+
+/* ---- data-parallel training (c10d, Gloo) ---- */
+
+/* One process's place in a group of world_size processes. Rendezvous is
+ * through a store: a FileStore at store_file when it is not empty (one
+ * machine), else a TCPStore at master_addr:master_port that rank 0 serves
+ * when host_store is set (otherwise an agent such as torchrun's does),
+ * with keys under store_prefix. Gloo binds the network interface ifname when it is not empty,
+ * the loopback address when master_addr is a loopback address, else the
+ * address this machine's hostname resolves to. timeout_ms bounds the
+ * rendezvous and every collective. */
+typedef struct {
+  int32_t rank;
+  int32_t world_size;
+  const char *master_addr;
+  int32_t master_port;
+  int32_t host_store;
+  const char *store_prefix;
+  const char *store_file;
+  const char *ifname;
+  int64_t timeout_ms;
+} ds_group_spec;
+
+char *ds_group_new(const ds_group_spec *spec, ds_group **out);
+void ds_group_free(ds_group *g);
+
+/* Rank 0's len bytes to every rank: *out (malloc'd) gets them. Other ranks
+ * pass buf = NULL. */
+char *ds_group_broadcast(ds_group *g, const char *buf, int64_t len, char **out,
+                         int64_t *out_len);
+
+/* Whether every rank passed the same value. */
+char *ds_group_same(ds_group *g, int64_t value, int32_t *same);
+
+/* Wall time spent in the training steps' all-reduces so far, and how many
+ * there were. */
+void ds_group_stats(ds_group *g, double *seconds, int64_t *calls);
+
+/* Makes m train in g from now on: every rank takes rank 0's networks,
+ * optimizer and balancing state, and rank 0's step, which *out_step gets;
+ * gradients and logged terms are then averaged over the group each step.
+ * g must outlive m's training. */
+char *ds_model_join(ds_model *m, ds_group *g, int64_t step, int64_t *out_step);
 
 void ds_set_num_threads(int32_t n);
 /* The intra-op threads libtorch uses. */

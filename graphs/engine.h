@@ -79,6 +79,15 @@ class Comparator {
 // and finite. A user's TorchScript module may return anything.
 std::vector<torch::Tensor> checked_features(Comparator& c, const torch::Tensor& x);
 
+// ---- distributed.cpp ----
+
+// Replaces each gradient by the sum over ranks of scale * it, all-reduced
+// in a few flat buckets rather than one call per parameter.
+void allreduce_grads(ds_group& g, const char* what, const std::vector<torch::Tensor>& grads,
+                     double scale);
+// The same for a few values.
+void allreduce_values(ds_group& g, const char* what, std::vector<double>& values,
+                      double scale);
 
 }  // namespace deepsim
 
@@ -124,6 +133,14 @@ struct ds_model {
   // Draws the VAE's reparameterisation noise; its state is checkpointed so
   // that a resumed run draws what the uninterrupted one would have.
   at::Generator noise = at::detail::createCPUGenerator();
+  // This process's rows of the global batch and the dropout generator.
+  std::shared_ptr<deepsim::BatchRows> rows = std::make_shared<deepsim::BatchRows>();
+
+  // Data-parallel training: the group (not owned), and whether this
+  // process asked it to stop after the current step.
+  ds_group* group = nullptr;
+  bool stop_asked = false;
+  double share = 1;  // this process's fraction of the global batch
 
   // The weight the config gives a loss term, 0 when it names none.
   double weight(const char* name) const {

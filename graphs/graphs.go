@@ -7,7 +7,7 @@
 package graphs
 
 /*
-#cgo CXXFLAGS: -std=c++17 -O2 -I/usr/include/torch/csrc/api/include -Wno-deprecated-declarations
+#cgo CXXFLAGS: -std=c++17 -O2 -I/usr/include/torch/csrc/api/include -DUSE_C10D_GLOO -Wno-deprecated-declarations
 #cgo LDFLAGS: -ltorch -ltorch_cpu -lc10 -lstdc++
 #include <stdlib.h>
 #include "deepsim.h"

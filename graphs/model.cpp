@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <optional>
@@ -22,6 +23,10 @@ namespace F = torch::nn::functional;
 constexpr double kStopD = 0.1;
 constexpr double kResumeD = 0.5;
 constexpr double kFreezeG = 10;
+
+// The dropout generator's seed is the run's plus this, so that its stream
+// differs from the VAE noise's, which starts from the run's seed.
+constexpr uint64_t kDropoutSeed = 0x9e3779b97f4a7c15;
 
 // The log-variance is clamped so that exp() can neither overflow nor
 // vanish while the KL weight is still warming up.
@@ -53,6 +58,17 @@ Named d_params(ds_model& m) {
   return named("discriminator.", *m.disc);
 }
 
+// In a group, the gradients of params become the global batch's: each
+// process's gradient (of a mean over its rows), weighted by its share of
+// the rows and summed over the group. Averaging the ranks' means instead
+// would be wrong whenever the batch does not divide evenly.
+void reduce_grads(ds_model& m, const char* what, const Named& params) {
+  if (!m.group) return;
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params) grads.push_back(p.second.grad());
+  allreduce_grads(*m.group, what, grads, m.share);
+}
+
 // Runs the forward passes of its scope in bfloat16 where autocast's
 // policy allows (convolutions, matrix products) when on; weights,
 // optimizer state, losses and the backward passes stay float32.
@@ -81,6 +97,24 @@ class Autocast {
 };
 
 bool bf16(const ds_model& m) { return m.cfg.precision == DS_PRECISION_BF16; }
+
+// The type of the trained networks' weights and activations.
+torch::Dtype dtype(const ds_model& m) {
+  return m.cfg.precision == DS_PRECISION_FLOAT64 ? torch::kFloat64 : torch::kFloat32;
+}
+
+// n images from Go memory, in the model's type.
+torch::Tensor images(const ds_model& m, const float* x, int64_t n, int64_t h, int64_t w) {
+  return input_tensor(x, n, h, w, m.device).to(dtype(m));
+}
+
+// A fixed network's features of x, in x's type: the comparator and the
+// target compute in float32.
+std::vector<torch::Tensor> features_of(Comparator& c, const torch::Tensor& x) {
+  auto f = checked_features(c, x.to(torch::kFloat32));
+  for (auto& t : f) t = t.to(x.scalar_type());
+  return f;
+}
 
 // A step must never leave non-finite weights behind: it stops with an
 // error instead, so that the run fails and saves nothing.
@@ -169,10 +203,10 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     std::vector<torch::Tensor> target;
     {
       torch::NoGradGuard no_grad;
-      target = checked_features(*m.comp, x);
+      target = features_of(*m.comp, x);
     }
     // With several taps, the sum of each tap's mean squared error.
-    auto fy = checked_features(*m.comp, y);
+    auto fy = features_of(*m.comp, y);
     l_feat = F::mse_loss(fy[0], target[0]);
     for (size_t i = 1; i < fy.size(); i++) l_feat = l_feat + F::mse_loss(fy[i], target[i]);
     g_loss = g_loss + w_feat * l_feat;
@@ -191,6 +225,7 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
       check_finite_loss("discriminator's loss", l_discr);
       m.opt_d->zero_grad();
       l_discr.backward();
+      reduce_grads(m, "discriminator's gradients", d_params(m));
       m.opt_d->step();
       check_finite_params(d_params(m));
     }
@@ -211,6 +246,7 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     check_finite_loss("generator's weighted loss", g_loss);
     m.opt_g->zero_grad();
     g_loss.backward();
+    reduce_grads(m, "generator's gradients", g_params(m));
     m.opt_g->step();
     check_finite_params(g_params(m));
   }
@@ -223,6 +259,17 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
   if (m.cfg.task == DS_TASK_VAE) out->values[4] = g.kl.item<double>();
   out->updated_g = update_g;
   out->updated_d = update_d;
+  out->stop = m.stop_asked;
+  // In a group the logged terms are the global batch's, so that balancing
+  // takes the same branch on every rank; a stop asked by any rank is
+  // everyone's.
+  if (m.group) {
+    std::vector<double> v(out->values, out->values + m.terms.size());
+    v.push_back(m.stop_asked);
+    allreduce_values(*m.group, "logged losses", v, m.share);
+    std::copy(v.begin(), v.end() - 1, out->values);
+    out->stop = v.back() > 0;
+  }
 
   // Balancing decides the next step's updates from this step's losses.
   if (adversarial) {
@@ -245,11 +292,16 @@ Generated autoencode(ds_model& m, const torch::Tensor& x, const ds_step_input& i
   Generated g{torch::Tensor(), zero, zero, torch::Tensor()};
   auto [code, logvar] = encode_x(m, x);
   if (m.cfg.task == DS_TASK_VAE) {
-    auto eps = torch::randn(code.sizes(), m.noise, torch::kFloat32).to(code.device());
+    // Drawn for the whole global batch, then this process's rows of it.
+    auto shape = code.sizes().vec();
+    shape[0] = m.rows->global;
+    auto eps = torch::randn(shape, m.noise, torch::kFloat32)
+                   .slice(0, m.rows->offset, m.rows->offset + code.size(0))
+                   .to(code.device(), dtype(m));
     auto mu = code;
     code = mu + torch::exp(0.5 * logvar) * eps;
-    // In float32 even under autocast: a sum over the whole latent.
-    auto mu32 = mu.to(torch::kFloat32), lv32 = logvar.to(torch::kFloat32);
+    // In the weights' type even under autocast: a sum over the whole latent.
+    auto mu32 = mu.to(dtype(m)), lv32 = logvar.to(dtype(m));
     g.kl = 0.5 * (mu32.pow(2) + lv32.exp() - 1 - lv32).sum() / x.size(0);
     if (in.kl_weight > 0) g.loss = g.loss + in.kl_weight * g.kl;
   }
@@ -277,10 +329,10 @@ void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
   m.enc = Encoder(s, vae ? 2 * cfg.code_channels : cfg.code_channels);
   m.gen = Generator(s, cfg.code_channels, static_cast<Upsample>(cfg.upsample));
   m.noise.set_current_seed(static_cast<uint64_t>(cfg.seed));
-  m.disc = Discriminator(s);
-  m.enc->to(m.device);
-  m.gen->to(m.device);
-  m.disc->to(m.device);
+  m.disc = Discriminator(s, m.rows);
+  m.enc->to(m.device, dtype(m));
+  m.gen->to(m.device, dtype(m));
+  m.disc->to(m.device, dtype(m));
   channels_last(*m.enc);
   channels_last(*m.gen);
   channels_last(*m.disc);
@@ -296,7 +348,7 @@ void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
 // connected layers) come as n x D x 1 x 1, like a 1 x 1 map.
 torch::Tensor target_features(ds_model& m, const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
-  auto f = checked_features(*m.target, x)[0];
+  auto f = features_of(*m.target, x)[0];
   return f.dim() == 2 ? f.view({f.size(0), f.size(1), 1, 1}) : f;
 }
 
@@ -339,9 +391,9 @@ void build_inversion(ds_model& m, std::shared_ptr<Comparator> comp,
   torch::manual_seed(cfg.seed);
   m.inv = InversionGenerator(f.size(1), f.size(2), f.size(3), cfg.size,
                              static_cast<Upsample>(cfg.upsample));
-  m.cdisc = ConditionalDiscriminator(cfg.size, f.size(1), f.size(2), f.size(3));
-  m.inv->to(m.device);
-  m.cdisc->to(m.device);
+  m.cdisc = ConditionalDiscriminator(cfg.size, f.size(1), f.size(2), f.size(3), m.rows);
+  m.inv->to(m.device, dtype(m));
+  m.cdisc->to(m.device, dtype(m));
   channels_last(*m.inv);
   channels_last(*m.cdisc);
   m.opt_d = adam(cfg, m.cdisc->parameters());
@@ -379,6 +431,7 @@ void classify(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
   out->values[0] = loss.item<double>();
   out->values[1] = logits.argmax(1).eq(y).to(torch::kFloat64).mean().item<double>();
   out->updated_g = train;
+  out->stop = m.stop_asked;
 }
 
 void classify_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
@@ -392,7 +445,7 @@ void build_classifier(ds_model& m) {
   m.net = exemplar(m.cfg.classes);
   msra_init(*m.net);
   m.net->cut(11, 4);  // through the surrogate-class logits
-  m.net->to(m.device);
+  m.net->to(m.device, dtype(m));
   m.step = classify_step;
   m.terms = {"loss_class", "train_acc"};
 }
@@ -432,6 +485,7 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* ta
   m->cfg = cfg;
   m->device = best_device();
   torch::manual_seed(cfg.seed);
+  m->rows->rng.set_current_seed(static_cast<uint64_t>(cfg.seed) + kDropoutSeed);
   switch (cfg.task) {
     case DS_TASK_AUTOENCODER:
     case DS_TASK_VAE:
@@ -458,14 +512,23 @@ const char* const* model_terms(ds_model& m, int32_t* n) {
 }
 
 void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out) {
-  auto x = input_tensor(in.x, in.n, m.cfg.size, m.cfg.size, m.device).contiguous(kLayout);
+  const int64_t global = in.global_n > 0 ? in.global_n : in.n;
+  if (in.n < 1 || in.offset < 0 || in.offset + in.n > global)
+    throw std::invalid_argument("rows [" + std::to_string(in.offset) + ", " +
+                                std::to_string(in.offset + in.n) + ") are not in a batch of " +
+                                std::to_string(global));
+  m.rows->offset = in.offset;
+  m.rows->global = global;
+  m.share = static_cast<double>(in.n) / global;
+  m.stop_asked = in.stop != 0;
+  auto x = images(m, in.x, in.n, m.cfg.size, m.cfg.size).contiguous(kLayout);
   m.step(m, x, in, out);
   trim_now_and_then(m);
 }
 
 void evaluate(ds_model& m, const ds_step_input& in, ds_step_log* out) {
   if (!m.net) throw std::invalid_argument("evaluate is for the comparator task");
-  classify(m, input_tensor(in.x, in.n, m.cfg.size, m.cfg.size, m.device), in, false, out);
+  classify(m, images(m, in.x, in.n, m.cfg.size, m.cfg.size), in, false, out);
 }
 
 // The VAE reconstructs from the posterior's mean, without noise; an
@@ -479,13 +542,13 @@ void reconstruct(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
                                   std::to_string(h) + "x" + std::to_string(w));
     m.inv->eval();
     torch::NoGradGuard no_grad;
-    auto f = target_features(m, input_tensor(x, n, h, w, m.device));
+    auto f = target_features(m, images(m, x, n, h, w));
     copy_out(m.inv->forward(f).clamp(-1, 1), out);
     return;
   }
   prepare_inference(m, h, w);
   torch::NoGradGuard no_grad;
-  auto code = encode_x(m, input_tensor(x, n, h, w, m.device)).first;
+  auto code = encode_x(m, images(m, x, n, h, w)).first;
   copy_out(m.gen->forward(code).clamp(-1, 1), out);
 }
 
@@ -493,7 +556,7 @@ void encode(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
             float* out) {
   prepare_inference(m, h, w);
   torch::NoGradGuard no_grad;
-  copy_out(encode_x(m, input_tensor(x, n, h, w, m.device)).first, out);
+  copy_out(encode_x(m, images(m, x, n, h, w)).first, out);
 }
 
 void decode(ds_model& m, const float* z_data, int64_t n, int64_t zh, int64_t zw,
@@ -503,7 +566,7 @@ void decode(ds_model& m, const float* z_data, int64_t n, int64_t zh, int64_t zw,
   torch::NoGradGuard no_grad;
   auto z = torch::from_blob(const_cast<float*>(z_data),
                             {n, m.cfg.code_channels, zh, zw}, torch::kFloat32)
-               .to(m.device);
+               .to(m.device, dtype(m));
   copy_out(m.gen->forward(z).clamp(-1, 1), out);
 }
 
@@ -519,7 +582,7 @@ void invert(ds_model& m, const float* f, int64_t n, float* out) {
   torch::NoGradGuard no_grad;
   const auto& s = m.feature_shape;
   auto t = torch::from_blob(const_cast<float*>(f), {n, s[0], s[1], s[2]}, torch::kFloat32)
-               .to(m.device);
+               .to(m.device, dtype(m));
   copy_out(m.inv->forward(t).clamp(-1, 1), out);
 }
 
@@ -533,6 +596,7 @@ std::vector<char> save_model(ds_model& m, int64_t step) {
   dict.insert("meta.train_d", torch::tensor(int64_t{m.train_d}, torch::kInt64));
   dict.insert("meta.train_g", torch::tensor(int64_t{m.train_g}, torch::kInt64));
   if (m.cfg.task == DS_TASK_VAE) dict.insert("meta.noise_rng", m.noise.get_state());
+  dict.insert("meta.dropout_rng", m.rows->rng.get_state());
   return dict_to_bytes(dict);
 }
 
@@ -546,6 +610,8 @@ int64_t load_model(ds_model& m, const char* buf, int64_t len) {
   m.train_d = lookup(dict, "meta.train_d").item<int64_t>() != 0;
   m.train_g = lookup(dict, "meta.train_g").item<int64_t>() != 0;
   if (m.cfg.task == DS_TASK_VAE) m.noise.set_state(lookup(dict, "meta.noise_rng"));
+  // Checkpoints from before the dropout generator existed lack it.
+  if (dict.contains("meta.dropout_rng")) m.rows->rng.set_state(lookup(dict, "meta.dropout_rng"));
   return lookup(dict, "meta.step").item<int64_t>();
 }
 
@@ -585,6 +651,18 @@ void sync_threads() {
 int32_t num_threads() {
   sync_threads();
   return torch::get_num_threads();
+}
+
+int64_t join_group(ds_model& m, ds_group& g, int64_t step) {
+  if (m.net)
+    throw std::invalid_argument(
+        "the comparator task trains in one process; data-parallel training is for the "
+        "autoencoder, the VAE and inversion");
+  const bool lead = group_rank(g) == 0;
+  auto state = broadcast_bytes(g, lead ? save_model(m, step) : std::vector<char>());
+  if (!lead) step = load_model(m, state.data(), static_cast<int64_t>(state.size()));
+  m.group = &g;
+  return step;
 }
 
 int64_t num_params(ds_model& m) {

@@ -49,6 +49,9 @@ const (
 	// BF16 runs forward passes in bfloat16 autocast; weights, optimizer
 	// state, losses and backward passes stay float32.
 	BF16 Precision = C.DS_PRECISION_BF16
+	// Float64 trains in double precision throughout; the comparator and
+	// an inversion's target still compute in float32.
+	Float64 Precision = C.DS_PRECISION_FLOAT64
 )
 
 // Config is everything the engine needs to build a model.
@@ -81,6 +84,9 @@ type StepLog struct {
 	// UpdatedG and UpdatedD tell whether the balancing rule let G and D
 	// learn on this step.
 	UpdatedG, UpdatedD bool
+	// Stop tells that some process of the group asked to stop after this
+	// step (Step.Stop); alone, that this one did.
+	Stop bool
 }
 
 // Get returns the named term, 0 when the step does not log it.
@@ -99,6 +105,7 @@ type Model struct {
 	ptr   *C.ds_model
 	cfg   Config
 	terms []string
+	group *Group // the group it trains in, nil for one process
 }
 
 var errClosed = errors.New("graphs: model is closed")
@@ -199,6 +206,11 @@ type Step struct {
 	// KLWeight weighs the VAE's KL term on this step; the caller owns its
 	// warm-up schedule.
 	KLWeight float64
+	// In a group (Join), Batch holds rows [Offset, Offset+N) of a global
+	// batch of Global rows; 0 means N.
+	Offset, Global int
+	// Stop asks the group to stop after this step.
+	Stop bool
 }
 
 // TrainStep runs one optimisation step and returns what it measured.
@@ -225,7 +237,11 @@ func (m *Model) step(op string, train bool, s Step) (StepLog, error) {
 	var pin runtime.Pinner
 	defer pin.Unpin()
 	pin.Pin(&batch[0])
-	in := C.ds_step_input{x: (*C.float)(&batch[0]), n: C.int64_t(n), kl_weight: C.double(s.KLWeight)}
+	in := C.ds_step_input{x: (*C.float)(&batch[0]), n: C.int64_t(n), kl_weight: C.double(s.KLWeight),
+		offset: C.int64_t(s.Offset), global_n: C.int64_t(s.Global)}
+	if s.Stop {
+		in.stop = 1
+	}
 	if m.cfg.Task == ComparatorTask {
 		if len(labels) != n {
 			return StepLog{}, fmt.Errorf("%s: %d labels for %d images", op, len(labels), n)
@@ -240,10 +256,13 @@ func (m *Model) step(op string, train bool, s Step) (StepLog, error) {
 	} else {
 		msg = C.ds_model_evaluate(m.ptr, &in, &l)
 	}
+	if m.group != nil {
+		op = m.group.op(op)
+	}
 	if err := errorFrom(op, msg); err != nil {
 		return StepLog{}, err
 	}
-	out := StepLog{UpdatedG: l.updated_g != 0, UpdatedD: l.updated_d != 0}
+	out := StepLog{UpdatedG: l.updated_g != 0, UpdatedD: l.updated_d != 0, Stop: l.stop != 0}
 	for i, name := range m.terms {
 		out.Terms = append(out.Terms, Term{Name: name, Value: float64(l.values[i])})
 	}

@@ -82,6 +82,39 @@ inline nn::LeakyReLU leaky() {
   return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(kLeak));
 }
 
+// Which rows of the global batch this process trains on, and the generator
+// the discriminators' dropout draws from. The model owns it and
+// checkpoints the generator, so masks depend on neither the number of
+// processes nor an interruption.
+struct BatchRows {
+  at::Generator rng = at::detail::createCPUGenerator();
+  int64_t offset = 0;  // the first row this process holds
+  int64_t global = 0;  // rows in the global batch; 0: this process holds all
+};
+
+// Dropout that draws its mask for the whole global batch and keeps this
+// process's rows of it: a data-parallel step drops what one process
+// would. In eval mode it passes its input through.
+struct BatchDropoutImpl : nn::Module {
+  BatchDropoutImpl(double p, std::shared_ptr<BatchRows> rows)
+      : p(p), rows(std::move(rows)) {}
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (!is_training()) return x;
+    const int64_t n = x.size(0);
+    const int64_t global = rows->global > 0 ? rows->global : n;
+    auto shape = x.sizes().vec();
+    shape[0] = global;
+    auto keep = torch::empty(shape, torch::kFloat32).bernoulli_(1 - p, rows->rng);
+    keep = keep.slice(0, rows->offset, rows->offset + n).to(x.device(), x.scalar_type());
+    return x * keep / (1 - p);
+  }
+
+  double p;
+  std::shared_ptr<BatchRows> rows;
+};
+TORCH_MODULE(BatchDropout);
+
 // push_decoder appends the generators' shared tail: stages x2 up-samplings
 // from ch channels, each halving the width (to at least 32) and followed by
 // a 3x3 convolution, then a linear 3x3 convolution to RGB.
@@ -228,7 +261,7 @@ TORCH_MODULE(InversionGenerator);
 struct DiscriminatorImpl : nn::Module {
   nn::Sequential features, classifier;
 
-  explicit DiscriminatorImpl(int64_t size) {
+  DiscriminatorImpl(int64_t size, std::shared_ptr<BatchRows> rows) {
     const int64_t s1 = std::clamp<int64_t>(size / 16, 1, 4);
     features = nn::Sequential(conv(3, 32, 7, s1), leaky(),      //
                               conv(32, 64, 5), leaky(),         //
@@ -236,8 +269,8 @@ struct DiscriminatorImpl : nn::Module {
                               conv(128, 256, 3), leaky(),       //
                               conv(256, 256, 3, 2), leaky(),    //
                               nn::AdaptiveAvgPool2d(1), nn::Flatten());
-    classifier = nn::Sequential(nn::Dropout(0.5), nn::Linear(256, 256),
-                                leaky(), nn::Dropout(0.5), nn::Linear(256, 1));
+    classifier = nn::Sequential(BatchDropout(0.5, rows), nn::Linear(256, 256), leaky(),
+                                BatchDropout(0.5, rows), nn::Linear(256, 1));
     register_module("features", features);
     register_module("classifier", classifier);
     msra_init(*this);
@@ -341,7 +374,8 @@ inline FeatureNet exemplar(int64_t classes) {
 struct ConditionalDiscriminatorImpl : nn::Module {
   nn::Sequential features, embed, classifier;
 
-  ConditionalDiscriminatorImpl(int64_t size, int64_t c, int64_t h, int64_t w) {
+  ConditionalDiscriminatorImpl(int64_t size, int64_t c, int64_t h, int64_t w,
+                               std::shared_ptr<BatchRows> rows) {
     const int64_t s1 = std::clamp<int64_t>(size / 16, 1, 4);
     features = nn::Sequential(conv(3, 32, 7, s1), leaky(),      //
                               conv(32, 64, 5), leaky(),         //
@@ -352,8 +386,8 @@ struct ConditionalDiscriminatorImpl : nn::Module {
     const int64_t k = std::min<int64_t>(std::min(h, w), 4);
     embed = nn::Sequential(nn::AdaptiveAvgPool2d(k), nn::Flatten(), nn::Linear(c * k * k, 256),
                            leaky());
-    classifier = nn::Sequential(nn::Dropout(0.5), nn::Linear(512, 256), leaky(),
-                                nn::Dropout(0.5), nn::Linear(256, 1));
+    classifier = nn::Sequential(BatchDropout(0.5, rows), nn::Linear(512, 256), leaky(),
+                                BatchDropout(0.5, rows), nn::Linear(256, 1));
     register_module("features", features);
     register_module("embed", embed);
     register_module("classifier", classifier);

@@ -95,6 +95,11 @@ type Config struct {
 const (
 	PrecisionFloat32 = "float32"
 	PrecisionBF16    = "bf16"
+	// PrecisionFloat64 trains in double precision: slow, but rounding is
+	// then too small for training's chaos to grow it into a visible
+	// difference within many steps, so runs that differ only in how
+	// sums are split (threads, processes) can be checked step by step.
+	PrecisionFloat64 = "float64"
 )
 
 // Upsampling kinds of the generator.
@@ -244,8 +249,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--steps %d: must be at least 1", c.Steps)
 	case c.LogEvery < 1 || c.CheckpointEvery < 1:
 		return errors.New("log and checkpoint intervals must be at least 1")
-	case c.Precision != PrecisionFloat32 && c.Precision != PrecisionBF16:
-		return fmt.Errorf("--precision %q: have %s, %s", c.Precision, PrecisionFloat32, PrecisionBF16)
+	case c.Precision != PrecisionFloat32 && c.Precision != PrecisionBF16 && c.Precision != PrecisionFloat64:
+		return fmt.Errorf("--precision %q: have %s, %s, %s", c.Precision, PrecisionFloat32, PrecisionBF16, PrecisionFloat64)
 	case c.Precision == PrecisionBF16 && !hasBF16(cpuFlags()):
 		return errors.New("--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); train in float32")
 	}
@@ -269,8 +274,11 @@ func (c Config) Graph() graphs.Config {
 		up = graphs.Deconv
 	}
 	precision := graphs.Float32
-	if c.Precision == PrecisionBF16 {
+	switch c.Precision {
+	case PrecisionBF16:
 		precision = graphs.BF16
+	case PrecisionFloat64:
+		precision = graphs.Float64
 	}
 	return graphs.Config{
 		Task:         task,

@@ -35,6 +35,10 @@ type TrainOptions struct {
 	// Progress receives the progress bar when it is a terminal; otherwise a
 	// progress line is logged now and then. Nil means os.Stderr.
 	Progress io.Writer
+	// Group, when set, is the data-parallel group this process trains in
+	// (see distributed.go). Rank 0 owns the run folder; the others train
+	// and write nothing.
+	Group *graphs.Group
 }
 
 // TrainSummary says what a run did.
@@ -73,6 +77,12 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		return nil, err
 	}
 	t, _ := taskNamed(cfg.Task)
+	if err := checkGroup(cfg, t, opt.Group); err != nil {
+		return nil, err
+	}
+	if opt.Group != nil && opt.Group.Rank() > 0 {
+		return trainFollower(ctx, cfg, t, opt, log)
+	}
 	dir := opt.Out
 	ckpt := filepath.Join(dir, CheckpointFile)
 
@@ -135,6 +145,9 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		return nil, err
 	}
 	sum := &TrainSummary{Images: len(set.Images), Skipped: set.Skipped}
+	if err := sameInputs(opt.Group, set, nets.targetWeights); err != nil {
+		return sum, err
+	}
 	model, err := graphs.NewModel(cfg.Graph(), nets.comp, nets.target)
 	if err != nil {
 		return sum, err
@@ -163,6 +176,11 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		saved = step
 	} else if err := os.Remove(filepath.Join(dir, MetricsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return sum, err
+	}
+	if opt.Group != nil {
+		if _, err := model.Join(opt.Group, step); err != nil {
+			return sum, err
+		}
 	}
 	sum.StartStep, sum.Step = step, step
 
@@ -201,21 +219,22 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	batches := pipeline.Stream(streamCtx, run.batch, step, 2, 2)
 
 	prog := newProgress(opt.Progress, log, step, cfg.Steps)
+	interrupted := func() error {
+		prog.finish()
+		if err := save(); err != nil {
+			return fmt.Errorf("save checkpoint after interrupt: %w", err)
+		}
+		log.Info("interrupted: checkpoint saved", "step", step, "resume", "--resume")
+		return ErrInterrupted
+	}
 	lastLog, lastLogStep := time.Now(), step
 	for step < cfg.Steps {
-		var batch pipeline.Batch
-		select {
-		case <-ctx.Done():
-			prog.finish()
-			if err := save(); err != nil {
-				return sum, fmt.Errorf("save checkpoint after interrupt: %w", err)
-			}
-			log.Info("interrupted: checkpoint saved", "step", step, "resume", "--resume")
-			return sum, ErrInterrupted
-		case batch = <-batches:
+		batch, stop := nextBatch(ctx, batches, opt.Group)
+		if stop {
+			return sum, interrupted()
 		}
 		in, logged := run.input(step+1, batch)
-		out, err := model.TrainStep(in)
+		out, err := model.TrainStep(shard(ctx, in, opt.Group))
 		if err != nil {
 			return sum, fmt.Errorf("step %d: %w; %s", step+1, err, lastGood(ckpt, saved))
 		}
@@ -242,6 +261,9 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 			}
 			prog.update(m, measured)
 		}
+		if out.Stop && !last {
+			return sum, interrupted()
+		}
 		if step%cfg.CheckpointEvery == 0 && !last {
 			if err := save(); err != nil {
 				return sum, fmt.Errorf("checkpoint at step %d: %w", step, err)
@@ -249,6 +271,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		}
 	}
 	prog.finish()
+	logAllReduce(log, opt.Group, step-sum.StartStep)
 	if err := save(); err != nil {
 		return sum, fmt.Errorf("final checkpoint: %w", err)
 	}
@@ -316,8 +339,9 @@ func loadCheckpoint(model *graphs.Model, path string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read checkpoint: %w", err)
 	}
-	// Weights and two Adam moments in float32, and room for the rest.
-	limit := 4*4*model.NumParams() + 64<<20
+	// Weights and two Adam moments, in float64 at most, and room for the
+	// rest.
+	limit := 4*8*model.NumParams() + 64<<20
 	if !st.Mode().IsRegular() || st.Size() > limit {
 		return 0, fmt.Errorf("%s: %d bytes, more than a checkpoint of this model can hold (%d)", path, st.Size(), limit)
 	}

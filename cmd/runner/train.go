@@ -6,9 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/launch"
 	"github.com/deepsim/deepsim/pretrained"
 	"github.com/deepsim/deepsim/runner"
 )
@@ -32,9 +37,18 @@ func (l *latentFlag) Set(v string) error {
 	return nil
 }
 
+// invocation holds the train flags that are not the run's configuration.
+type invocation struct {
+	out           string
+	resume, paper bool
+	nproc         int
+	timeout       time.Duration
+}
+
 // bindTrainFlags binds cfg's fields to fs, so that the flags' defaults are
 // cfg's values.
-func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *bool, paper *bool) {
+func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
+	out, resume, paper := &inv.out, &inv.resume, &inv.paper
 	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, vae, inversion (of --target's features), or comparator (an Exemplar-CNN)")
 	fs.Var((*listFlag)(&cfg.Data), "data", "folder(s) of JPEG/PNG images, comma-separated or repeated")
 	fs.Var((*listFlag)(&cfg.Heldout), "heldout", "folder(s) of held-out images for the report's crops and final eval")
@@ -63,6 +77,8 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, out *string, resume *b
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch threads (0: one per core)")
 	fs.Int64Var(&cfg.LogEvery, "log-every", cfg.LogEvery, "write metrics every N steps")
 	fs.Int64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "save a checkpoint every N steps")
+	fs.IntVar(&inv.nproc, "nproc", 1, "data-parallel: start N processes on this machine, --threads split among them")
+	fs.DurationVar(&inv.timeout, "dist-timeout", runner.DefaultGroupTimeout, "data-parallel: how long a rank waits for the others, at the start and in each step")
 }
 
 // anySet tells whether any of the named flags was given.
@@ -94,34 +110,119 @@ func taskOf(args []string) string {
 
 func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Writer) error {
 	cfg := runner.DefaultsFor(taskOf(args))
-	var out string
-	var resume, paper bool
+	var inv invocation
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	bindTrainFlags(fs, &cfg, &out, &resume, &paper)
+	bindTrainFlags(fs, &cfg, &inv)
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
 	}
-	if out == "" {
+	if inv.out == "" {
 		fmt.Fprintln(stderr, "runner train: --out is required")
 		return errUsage
 	}
-	if resume {
-		// Start from the run's own config, then apply the flags given.
-		saved, err := runner.LoadConfig(out)
+	if inv.timeout <= 0 {
+		return fmt.Errorf("%w: --dist-timeout must be positive", errUsage)
+	}
+	env, distributed, err := launch.FromEnv(os.Getenv)
+	if err != nil {
+		return fmt.Errorf("data-parallel environment: %w", err)
+	}
+	switch {
+	case inv.nproc < 1:
+		return fmt.Errorf("%w: --nproc %d", errUsage, inv.nproc)
+	case inv.nproc > 1 && distributed:
+		return fmt.Errorf("%w: --nproc starts its own processes; under torchrun or another launcher leave it out", errUsage)
+	case inv.nproc > 1:
+		return launchLocal(ctx, inv.nproc, cfg.Threads, args, log, stderr)
+	case !distributed:
+		return train(ctx, cfg, inv, fs, args, nil, log, stderr)
+	}
+
+	log = log.With("rank", env.Rank)
+	group, err := runner.JoinGroup(env, inv.timeout)
+	if err != nil {
+		return err
+	}
+	defer group.Close()
+	log.Info("joined the group", "world_size", env.WorldSize)
+	return train(ctx, cfg, inv, fs, args, group, log, stderr)
+}
+
+// launchLocal runs this command as n processes of one group.
+func launchLocal(ctx context.Context, n, threads int, args []string, log *slog.Logger, stderr io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	each := max(1, threads/n)
+	log.Info("starting processes", "nproc", n, "threads_each", each)
+	// The later flags win: each process is one rank with its share of the
+	// threads.
+	argv := append([]string{"train"}, args...)
+	argv = append(argv, "--nproc=1", "--threads="+strconv.Itoa(each))
+	return launch.Local(ctx, n, exe, argv, stderr)
+}
+
+// train resolves the run's configuration and trains it. In a group rank 0
+// resolves it and the others take it, with their own thread count.
+func train(ctx context.Context, cfg runner.Config, inv invocation, fs *flag.FlagSet, args []string,
+	group *graphs.Group, log *slog.Logger, stderr io.Writer) error {
+	store := pretrained.Store{Home: pretrained.DefaultHome()}
+	if group == nil || group.Rank() == 0 {
+		var err error
+		cfg, err = resolveConfig(cfg, inv, fs, args, store, log)
+		if group == nil {
+			if err != nil {
+				return err
+			}
+		} else if cfg, err = runner.ShareConfig(group, cfg, err); err != nil {
+			return err
+		}
+	} else {
+		threads := cfg.Threads
+		shared, err := runner.ShareConfig(group, cfg, nil)
 		if err != nil {
 			return err
+		}
+		cfg = shared
+		cfg.Threads = threads
+	}
+	sum, err := runner.Train(ctx, cfg, runner.TrainOptions{Out: inv.out, Resume: inv.resume, Store: store, Log: log, Progress: stderr, Group: group})
+	if sum != nil && len(sum.Skipped) > 0 {
+		log.Warn("some files were skipped", "skipped", len(sum.Skipped), "used", sum.Images)
+	}
+	if err == nil {
+		log.Info("training done", "run", inv.out, "step", sum.Step)
+	}
+	return err
+}
+
+// resolveConfig is the run's configuration: the flags', or on --resume the
+// saved one with the flags given applied, and the defaults that depend on
+// the store.
+func resolveConfig(cfg runner.Config, inv invocation, fs *flag.FlagSet, args []string,
+	store pretrained.Store, log *slog.Logger) (runner.Config, error) {
+	if inv.resume {
+		// Start from the run's own config, then apply the flags given.
+		saved, err := runner.LoadConfig(inv.out)
+		if err != nil {
+			return cfg, err
 		}
 		cfg = saved
 		again := flag.NewFlagSet("train", flag.ContinueOnError)
 		again.SetOutput(io.Discard)
-		bindTrainFlags(again, &cfg, &out, &resume, &paper)
+		var ignored invocation
+		bindTrainFlags(again, &cfg, &ignored)
 		cfg.Data, cfg.Heldout = nil, nil // when given, the flags replace the lists
 		if err := again.Parse(args); err != nil {
-			return usageErr(err)
+			return cfg, usageErr(err)
 		}
 		if len(cfg.Data) == 0 {
 			cfg.Data = saved.Data
@@ -130,29 +231,22 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Wr
 			cfg.Heldout = saved.Heldout
 		}
 		if err := runner.CheckResume(saved, cfg); err != nil {
-			return err
+			return cfg, err
 		}
+		return cfg, nil
 	}
-	store := pretrained.Store{Home: pretrained.DefaultHome()}
-	if !resume && !anySet(fs, "comparator", "comparator-size", "layer") && runner.PreferTrainedComparator(&cfg, store) {
+	if !anySet(fs, "comparator", "comparator-size", "layer") && runner.PreferTrainedComparator(&cfg, store) {
 		log.Info("comparator: the imported MobileNetV2, the default where make models has run ("+runner.DefaultComparator+" otherwise)",
 			"comparator", cfg.Comparator, "comparator_size", cfg.ComparatorSize)
 	}
-	if paper && !resume {
+	if inv.paper {
 		if cfg.Task != runner.TaskInversion || anySet(fs, "lambda-feat", "lambda-adv", "lambda-img") {
-			return fmt.Errorf("%w: --paper-weights is for --task inversion, without --lambda-*", errUsage)
+			return cfg, fmt.Errorf("%w: --paper-weights is for --task inversion, without --lambda-*", errUsage)
 		}
 		if err := runner.PaperWeights(&cfg, store); err != nil {
-			return err
+			return cfg, err
 		}
 		log.Info("loss weights: the paper's, rescaled", "lambda_feat", cfg.LambdaFeat, "lambda_adv", cfg.LambdaAdv, "lambda_img", cfg.LambdaImg)
 	}
-	sum, err := runner.Train(ctx, cfg, runner.TrainOptions{Out: out, Resume: resume, Store: store, Log: log, Progress: stderr})
-	if sum != nil && len(sum.Skipped) > 0 {
-		log.Warn("some files were skipped", "skipped", len(sum.Skipped), "used", sum.Images)
-	}
-	if err == nil {
-		log.Info("training done", "run", out, "step", sum.Step)
-	}
-	return err
+	return cfg, nil
 }
