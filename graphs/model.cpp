@@ -58,14 +58,15 @@ Named d_params(ds_model& m) {
   return named("discriminator.", *m.disc);
 }
 
-// In a group, the gradients of params become the global batch's: each
-// process's gradient (of a mean over its rows), weighted by its share of
-// the rows and summed over the group. Averaging the ranks' means instead
-// would be wrong whenever the batch does not divide evenly.
-void reduce_grads(ds_model& m, const char* what, const Named& params) {
+// In a group, the gradients of opt's parameters become the global
+// batch's: each process's gradient (of a mean over its rows), weighted by
+// its share of the rows and summed over the group. Averaging the ranks'
+// means instead would be wrong whenever the batch does not divide evenly.
+void reduce_grads(ds_model& m, const char* what, torch::optim::Optimizer& opt) {
   if (!m.group) return;
   std::vector<torch::Tensor> grads;
-  for (const auto& p : params) grads.push_back(p.second.grad());
+  for (const auto& group : opt.param_groups())
+    for (const auto& p : group.params()) grads.push_back(p.grad());
   allreduce_grads(*m.group, what, grads, m.share);
 }
 
@@ -225,7 +226,7 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
       check_finite_loss("discriminator's loss", l_discr);
       m.opt_d->zero_grad();
       l_discr.backward();
-      reduce_grads(m, "discriminator's gradients", d_params(m));
+      reduce_grads(m, "discriminator's gradients", *m.opt_d);
       m.opt_d->step();
       check_finite_params(d_params(m));
     }
@@ -246,7 +247,7 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     check_finite_loss("generator's weighted loss", g_loss);
     m.opt_g->zero_grad();
     g_loss.backward();
-    reduce_grads(m, "generator's gradients", g_params(m));
+    reduce_grads(m, "generator's gradients", *m.opt_g);
     m.opt_g->step();
     check_finite_params(g_params(m));
   }
@@ -301,8 +302,8 @@ Generated autoencode(ds_model& m, const torch::Tensor& x, const ds_step_input& i
     auto mu = code;
     code = mu + torch::exp(0.5 * logvar) * eps;
     // In the weights' type even under autocast: a sum over the whole latent.
-    auto mu32 = mu.to(dtype(m)), lv32 = logvar.to(dtype(m));
-    g.kl = 0.5 * (mu32.pow(2) + lv32.exp() - 1 - lv32).sum() / x.size(0);
+    auto mu_w = mu.to(dtype(m)), lv_w = logvar.to(dtype(m));
+    g.kl = 0.5 * (mu_w.pow(2) + lv_w.exp() - 1 - lv_w).sum() / x.size(0);
     if (in.kl_weight > 0) g.loss = g.loss + in.kl_weight * g.kl;
   }
   g.y = m.gen->forward(code);

@@ -176,15 +176,14 @@ func train(ctx context.Context, cfg runner.Config, inv invocation, fs *flag.Flag
 	group *graphs.Group, log *slog.Logger, stderr io.Writer) error {
 	store := pretrained.Store{Home: pretrained.DefaultHome()}
 	if group == nil || group.Rank() == 0 {
-		var err error
-		cfg, err = resolveConfig(cfg, inv, fs, args, store, log)
-		if group == nil {
-			if err != nil {
-				return err
-			}
-		} else if cfg, err = runner.ShareConfig(group, cfg, err); err != nil {
+		resolved, err := resolveConfig(cfg, inv, fs, args, store, log)
+		if group != nil {
+			resolved, err = runner.ShareConfig(group, resolved, err)
+		}
+		if err != nil {
 			return err
 		}
+		cfg = resolved
 	} else {
 		threads := cfg.Threads
 		shared, err := runner.ShareConfig(group, cfg, nil)
