@@ -59,10 +59,6 @@ char* ds_model_new(const ds_config* cfg, ds_comparator* comp, ds_comparator* tar
 
 void ds_model_free(ds_model* m) { deepsim::free_model(m); }
 
-const char* const* ds_model_terms(ds_model* m, int32_t* n) {
-  return deepsim::model_terms(*m, n);
-}
-
 char* ds_model_train_step(ds_model* m, const ds_step_input* in, ds_step_log* out) {
   return guarded([&] { deepsim::train_step(*m, *in, out); });
 }

@@ -69,7 +69,6 @@ std::vector<char> random_state_dict(const std::string& arch, int64_t seed);
 
 ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* target);
 void free_model(ds_model* m);
-const char* const* model_terms(ds_model& m, int32_t* n);
 void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out);
 void evaluate(ds_model& m, const ds_step_input& in, ds_step_log* out);
 void reconstruct(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,

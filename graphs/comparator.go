@@ -93,18 +93,12 @@ func NewComparator(spec ComparatorSpec) (*Comparator, error) {
 	if err := errorFrom("build comparator", C.ds_comparator_new(&c, &p)); err != nil {
 		return nil, err
 	}
-	cmp := &Comparator{ptr: p, spec: spec}
-	runtime.SetFinalizer(cmp, (*Comparator).Close)
-	return cmp, nil
+	return owned(&Comparator{ptr: p, spec: spec}), nil
 }
 
 // Close frees the comparator. Models built with it keep their own reference.
 func (c *Comparator) Close() {
-	if c.ptr != nil {
-		C.ds_comparator_free(c.ptr)
-		c.ptr = nil
-		runtime.SetFinalizer(c, nil)
-	}
+	release(c, &c.ptr, func(p *C.ds_comparator) { C.ds_comparator_free(p) })
 }
 
 // Features returns the comparator's features for n images of h x w (NCHW

@@ -1,3 +1,6 @@
+//go:build ignore
+
+// Compiled as part of engine.cpp, not on its own (see there).
 // The comparators: the registry of architectures deepsim can build and load
 // weights into, and the fixed networks whose features define similarity.
 #include <torch/script.h>
@@ -228,11 +231,10 @@ class GraphComparator : public Comparator {
 // input_size, the convention of torchvision models.
 class ScriptComparator : public Comparator {
  public:
-  ScriptComparator(const std::string& path, std::string submodule, Input input)
-      : mod_(torch::jit::load(path)), sub_(std::move(submodule)), input_(std::move(input)) {
+  ScriptComparator(torch::jit::script::Module mod, std::string submodule, Input input)
+      : mod_(std::move(mod)), sub_(std::move(submodule)), input_(std::move(input)) {
     if (!sub_.empty() && !mod_.hasattr(sub_))
-      throw std::invalid_argument("TorchScript module " + path +
-                                  " has no submodule \"" + sub_ + "\"");
+      throw std::invalid_argument("the TorchScript module has no submodule \"" + sub_ + "\"");
     mod_.eval();
     for (auto p : mod_.parameters()) p.requires_grad_(false);
   }
@@ -335,14 +337,22 @@ std::shared_ptr<Comparator> make_comparator(const ds_comparator_spec& spec) {
   const std::string layer = spec.layer ? spec.layer : "";
   const std::string weights = spec.weights ? spec.weights : "";
   if (arch == "torchscript") {
-    if (weights.empty()) throw std::invalid_argument("torchscript comparator needs a file");
+    if (weights.empty() && spec.weights_len == 0)
+      throw std::invalid_argument("torchscript comparator needs a module");
     Input input(input_side(spec.input_size, kScriptInputSize), DS_NORM_IMAGENET);
+    torch::jit::script::Module mod;
     try {
-      return std::make_shared<ScriptComparator>(weights, layer, input);
+      if (spec.weights_len > 0) {
+        std::istringstream in(std::string(spec.weights_data, spec.weights_len));
+        mod = torch::jit::load(in);
+      } else {
+        mod = torch::jit::load(weights);
+      }
     } catch (const c10::Error& e) {
-      throw std::runtime_error(weights + ": not a loadable TorchScript module (" +
-                               e.what_without_backtrace() + ")");
+      throw std::runtime_error("not a loadable TorchScript module (" +
+                               std::string(e.what_without_backtrace()) + ")");
     }
+    return std::make_shared<ScriptComparator>(std::move(mod), layer, input);
   }
   if (arch == "graph") {
     if (weights.empty() && spec.weights_len == 0)

@@ -155,12 +155,13 @@ enum ds_precision { DS_PRECISION_FLOAT32 = 0, DS_PRECISION_BF16 = 1, DS_PRECISIO
 
 enum { DS_MAX_TERMS = 8, DS_NAME_LEN = 24 };
 
-/* A loss weight by the name the step looks it up under ("feat", "adv",
- * "img"); a weight the config does not name is 0. */
+/* A named value: a loss weight by the name the step looks it up under
+ * ("feat", "adv", "img"; one the config does not name is 0), or a term a
+ * step logged ("loss_feat", "kl", "train_acc"). */
 typedef struct {
   char name[DS_NAME_LEN];
   double value;
-} ds_weight;
+} ds_term;
 
 /* Everything needed to build the networks and their optimizers. */
 typedef struct {
@@ -171,7 +172,7 @@ typedef struct {
   int32_t classes;       /* surrogate classes (comparator task) */
   int32_t precision;     /* enum ds_precision */
   int32_t n_weights;
-  ds_weight weights[DS_MAX_TERMS];
+  ds_term weights[DS_MAX_TERMS];
   double lr;
   double beta1;
   double beta2;
@@ -195,11 +196,12 @@ typedef struct {
   int32_t stop;
 } ds_step_input;
 
-/* What a step measured: values[i] is the term named by ds_model_terms()[i]
- * (losses before weighting, accuracies), plus whether the balancing rule
- * let G and D learn on the step. */
+/* What a step measured: n_terms named values (losses before weighting,
+ * accuracies) in the order the step logged them, plus whether the
+ * balancing rule let G and D learn on the step. */
 typedef struct {
-  double values[DS_MAX_TERMS];
+  ds_term terms[DS_MAX_TERMS];
+  int32_t n_terms;
   int32_t updated_g;
   int32_t updated_d;
   int32_t stop; /* some process of the group asked to stop */
@@ -212,10 +214,6 @@ typedef struct {
 char *ds_model_new(const ds_config *cfg, ds_comparator *comp,
                    ds_comparator *target, ds_model **out);
 void ds_model_free(ds_model *m);
-
-/* The names of the terms the model's step logs, in order: static strings
- * owned by the engine. */
-const char *const *ds_model_terms(ds_model *m, int32_t *n);
 
 char *ds_model_train_step(ds_model *m, const ds_step_input *in,
                           ds_step_log *out);

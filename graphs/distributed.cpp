@@ -1,3 +1,6 @@
+//go:build ignore
+
+// Compiled as part of engine.cpp, not on its own (see there).
 // Data-parallel training on libtorch's c10d: a Gloo process group that
 // meets through a TCP store (torchrun's convention) or a file store (the
 // one-machine launcher). Collectives run on the calling thread, in the same

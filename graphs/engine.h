@@ -1,11 +1,17 @@
 // Private to graphs/: the structs behind the C ABI's handles and what the
-// translation units that use libtorch share.
+// engine's parts share. They are compiled as one translation unit,
+// engine.cpp, which includes them in this order:
 //
 //   statedict.cpp    state dicts and Adam state in torch.save's format
 //   comparators.cpp  the architecture registry and the comparators
+//   distributed.cpp  data-parallel training: the c10d process group
 //   model.cpp        the trained networks: tasks, train steps, inference,
 //                    checkpoints
-//   abi.cpp          the extern "C" functions of deepsim.h, in its order
+//
+// abi.cpp, the extern "C" functions of deepsim.h in its order, is compiled
+// on its own without libtorch's heavy headers (api.h). The networks are in
+// layers.h (shared layers), trained.h (E, G, D) and backbones.h (AlexNet,
+// VGG16, the Exemplar-CNN), and graphnet.h (imported Keras graphs).
 #pragma once
 
 #include <torch/torch.h>
@@ -18,7 +24,8 @@
 
 #include "api.h"
 #include "deepsim.h"
-#include "nets.h"
+#include "backbones.h"
+#include "trained.h"
 
 namespace deepsim {
 
@@ -120,10 +127,9 @@ struct ds_model {
   // opt_g trains E and G (or the Exemplar-CNN), opt_d trains D.
   std::unique_ptr<torch::optim::Adam> opt_g, opt_d;
 
-  // The task's step and the names of the terms it logs, in order.
+  // The task's step.
   void (*step)(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
                ds_step_log* out) = nullptr;
-  std::vector<const char*> terms;
 
   // Discriminator balancing (see model.cpp): D pauses when it wins too
   // easily and G pauses when D is hopelessly behind.

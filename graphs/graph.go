@@ -42,21 +42,20 @@ var opCodes = map[Op]C.int32_t{
 	OpFlatten: C.DS_OP_FLATTEN, OpDense: C.DS_OP_DENSE, OpIdentity: C.DS_OP_IDENTITY,
 }
 
-// Activation is applied to a layer's output.
+// Activation is applied to a layer's output, by its Keras name ("" is
+// linear).
 type Activation string
 
-// Activations a graph layer may apply.
-const (
-	Linear  Activation = "linear"
-	ReLU    Activation = "relu"
-	Softmax Activation = "softmax"
-	Sigmoid Activation = "sigmoid"
-	Tanh    Activation = "tanh"
-)
-
+// activationCodes are the activations a graph layer may apply.
 var activationCodes = map[Activation]C.int32_t{
-	"": C.DS_ACT_LINEAR, Linear: C.DS_ACT_LINEAR, ReLU: C.DS_ACT_RELU,
-	Softmax: C.DS_ACT_SOFTMAX, Sigmoid: C.DS_ACT_SIGMOID, Tanh: C.DS_ACT_TANH,
+	"": C.DS_ACT_LINEAR, "linear": C.DS_ACT_LINEAR, "relu": C.DS_ACT_RELU,
+	"softmax": C.DS_ACT_SOFTMAX, "sigmoid": C.DS_ACT_SIGMOID, "tanh": C.DS_ACT_TANH,
+}
+
+// Supported tells whether a graph layer may apply a.
+func (a Activation) Supported() bool {
+	_, ok := activationCodes[a]
+	return ok
 }
 
 // MaxInputs is the most inputs one layer may have.

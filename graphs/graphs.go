@@ -20,6 +20,24 @@ import (
 	"unsafe"
 )
 
+// owned gives a handle a finalizer that closes it: a safety net only, for
+// a handle its user forgot to Close.
+func owned[H interface{ Close() }](h H) H {
+	runtime.SetFinalizer(h, func(h H) { h.Close() })
+	return h
+}
+
+// release frees the C object *p once, with free, and drops owner's
+// finalizer: the body of every handle's Close.
+func release[P comparable](owner any, p *P, free func(P)) {
+	var closed P
+	if *p != closed {
+		free(*p)
+		*p = closed
+		runtime.SetFinalizer(owner, nil)
+	}
+}
+
 // errorFrom turns a C error string into a Go error, freeing it.
 func errorFrom(op string, msg *C.char) error {
 	if msg == nil {

@@ -84,18 +84,12 @@ func NewGroup(spec GroupSpec) (*Group, error) {
 	if err := errorFrom(fmt.Sprintf("rank %d of %d: join group", spec.Rank, spec.WorldSize), C.ds_group_new(&c, &p)); err != nil {
 		return nil, err
 	}
-	g := &Group{ptr: p, rank: spec.Rank, world: spec.WorldSize}
-	runtime.SetFinalizer(g, (*Group).Close)
-	return g, nil
+	return owned(&Group{ptr: p, rank: spec.Rank, world: spec.WorldSize}), nil
 }
 
 // Close leaves the group. It is safe to call more than once.
 func (g *Group) Close() {
-	if g.ptr != nil {
-		C.ds_group_free(g.ptr)
-		g.ptr = nil
-		runtime.SetFinalizer(g, nil)
-	}
+	release(g, &g.ptr, func(p *C.ds_group) { C.ds_group_free(p) })
 }
 
 // Rank is this process's rank, from 0.

@@ -1,3 +1,6 @@
+//go:build ignore
+
+// Compiled as part of engine.cpp, not on its own (see there).
 // The trained networks of a run: each task builds its networks and names
 // its train step once; then inference and checkpoints.
 #include <ATen/autocast_mode.h>
@@ -6,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 #include <stdexcept>
 
@@ -133,6 +137,34 @@ void check_finite_params(const Named& params) {
                                "\" is not finite after the step");
 }
 
+// One optimizer step on loss over params(m): a loss that diverged never
+// reaches the weights, and a step that leaves a weight non-finite fails.
+// In a group the gradients are the global batch's.
+void learn(ds_model& m, const torch::Tensor& loss, const char* loss_name,
+           const char* grads_name, torch::optim::Adam& opt, Named (*params)(ds_model&)) {
+  check_finite_loss(loss_name, loss);
+  opt.zero_grad();
+  loss.backward();
+  reduce_grads(m, grads_name, opt);
+  opt.step();
+  check_finite_params(params(m));
+}
+
+// Appends a named value to what a step logs.
+void log_term(ds_step_log* out, const char* name, double value) {
+  if (out->n_terms >= DS_MAX_TERMS) throw std::logic_error("a step logs too many terms");
+  auto& t = out->terms[out->n_terms++];
+  std::snprintf(t.name, DS_NAME_LEN, "%s", name);
+  t.value = value;
+}
+
+// The value a step logged under name.
+double term(const ds_step_log& out, const char* name) {
+  for (int32_t i = 0; i < out.n_terms; i++)
+    if (std::strncmp(out.terms[i].name, name, DS_NAME_LEN) == 0) return out.terms[i].value;
+  throw std::logic_error(std::string("the step logged no ") + name);
+}
+
 // Channels-last memory format for the trained convolutions and their
 // inputs: oneDNN's convolutions run faster on it. Adam's state follows the
 // parameters' format; checkpoints are written contiguous all the same.
@@ -222,14 +254,8 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     l_discr = F::binary_cross_entropy_with_logits(real, torch::ones_like(real)) +
               F::binary_cross_entropy_with_logits(fake, torch::zeros_like(fake));
     autocast.reset();  // backward passes run outside autocast
-    if (update_d) {
-      check_finite_loss("discriminator's loss", l_discr);
-      m.opt_d->zero_grad();
-      l_discr.backward();
-      reduce_grads(m, "discriminator's gradients", *m.opt_d);
-      m.opt_d->step();
-      check_finite_params(d_params(m));
-    }
+    if (update_d)
+      learn(m, l_discr, "discriminator's loss", "discriminator's gradients", *m.opt_d, d_params);
 
     // The adversarial loss: G tries to make D call its output real. It must
     // not leave gradients in D.
@@ -243,38 +269,33 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
   autocast.reset();
 
   // The generator's step.
-  if (update_g && g_loss.requires_grad()) {
-    check_finite_loss("generator's weighted loss", g_loss);
-    m.opt_g->zero_grad();
-    g_loss.backward();
-    reduce_grads(m, "generator's gradients", *m.opt_g);
-    m.opt_g->step();
-    check_finite_params(g_params(m));
-  }
+  if (update_g && g_loss.requires_grad())
+    learn(m, g_loss, "generator's weighted loss", "generator's gradients", *m.opt_g, g_params);
 
-  // In the order of m.terms.
-  out->values[0] = l_feat.item<double>();
-  out->values[1] = l_adv.item<double>();
-  out->values[2] = l_img.item<double>();
-  out->values[3] = l_discr.item<double>();
-  if (m.cfg.task == DS_TASK_VAE) out->values[4] = g.kl.item<double>();
-  out->updated_g = update_g;
-  out->updated_d = update_d;
-  out->stop = m.stop_asked;
+  // What the step logs, by name.
+  std::vector<std::pair<const char*, torch::Tensor>> logged = {
+      {"loss_feat", l_feat}, {"loss_adv", l_adv}, {"loss_img", l_img}, {"loss_discr", l_discr}};
+  if (m.cfg.task == DS_TASK_VAE) logged.push_back({"kl", g.kl});
+  std::vector<double> values;
+  for (const auto& [name, t] : logged) values.push_back(t.item<double>());
   // In a group the logged terms are the global batch's, so that balancing
   // takes the same branch on every rank; a stop asked by any rank is
   // everyone's.
+  bool stop = m.stop_asked;
   if (m.group) {
-    std::vector<double> v(out->values, out->values + m.terms.size());
-    v.push_back(m.stop_asked);
-    allreduce_values(*m.group, "logged losses", v, m.share);
-    std::copy(v.begin(), v.end() - 1, out->values);
-    out->stop = v.back() > 0;
+    values.push_back(m.stop_asked);
+    allreduce_values(*m.group, "logged losses", values, m.share);
+    stop = values.back() > 0;
+    values.pop_back();
   }
+  for (size_t i = 0; i < logged.size(); i++) log_term(out, logged[i].first, values[i]);
+  out->updated_g = update_g;
+  out->updated_d = update_d;
+  out->stop = stop;
 
   // Balancing decides the next step's updates from this step's losses.
   if (adversarial) {
-    const double r = out->values[3] / std::max(out->values[1], 1e-12);
+    const double r = term(*out, "loss_discr") / std::max(term(*out, "loss_adv"), 1e-12);
     if (m.train_d && r < kStopD) m.train_d = false;
     else if (!m.train_d && r > kResumeD) m.train_d = true;
     m.train_g = !(r > kFreezeG);
@@ -339,8 +360,6 @@ void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
   channels_last(*m.disc);
   m.opt_d = adam(cfg, m.disc->parameters());
   m.step = autoencoder_step;
-  m.terms = {"loss_feat", "loss_adv", "loss_img", "loss_discr"};
-  if (vae) m.terms.push_back("kl");
 }
 
 // ---- inversion: G reconstructs images from a fixed network's features ----
@@ -399,7 +418,6 @@ void build_inversion(ds_model& m, std::shared_ptr<Comparator> comp,
   channels_last(*m.cdisc);
   m.opt_d = adam(cfg, m.cdisc->parameters());
   m.step = inversion_step;
-  m.terms = {"loss_feat", "loss_adv", "loss_img", "loss_discr"};
 }
 
 // ---- the comparator task: an Exemplar-CNN on surrogate classes ----
@@ -421,16 +439,10 @@ void classify(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
     logits = m.net->forward(x);
     loss = F::cross_entropy(logits, y);
   }
-  if (train) {
-    check_finite_loss("classifier's loss", loss);
-    m.opt_g->zero_grad();
-    loss.backward();
-    m.opt_g->step();
-    check_finite_params(g_params(m));
-  }
+  if (train) learn(m, loss, "classifier's loss", "classifier's gradients", *m.opt_g, g_params);
   *out = ds_step_log{};
-  out->values[0] = loss.item<double>();
-  out->values[1] = logits.argmax(1).eq(y).to(torch::kFloat64).mean().item<double>();
+  log_term(out, "loss_class", loss.item<double>());
+  log_term(out, "train_acc", logits.argmax(1).eq(y).to(torch::kFloat64).mean().item<double>());
   out->updated_g = train;
   out->stop = m.stop_asked;
 }
@@ -448,7 +460,6 @@ void build_classifier(ds_model& m) {
   m.net->cut(11, 4);  // through the surrogate-class logits
   m.net->to(m.device, dtype(m));
   m.step = classify_step;
-  m.terms = {"loss_class", "train_acc"};
 }
 
 // glibc keeps the memory of freed activations in fragmented arenas and the
@@ -507,11 +518,6 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* ta
 
 void free_model(ds_model* m) { delete m; }
 
-const char* const* model_terms(ds_model& m, int32_t* n) {
-  *n = static_cast<int32_t>(m.terms.size());
-  return m.terms.data();
-}
-
 void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out) {
   const int64_t global = in.global_n > 0 ? in.global_n : in.n;
   if (in.n < 1 || in.offset < 0 || in.offset + in.n > global)
@@ -523,6 +529,7 @@ void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out) {
   m.share = static_cast<double>(in.n) / global;
   m.stop_asked = in.stop != 0;
   auto x = images(m, in.x, in.n, m.cfg.size, m.cfg.size).contiguous(kLayout);
+  *out = ds_step_log{};
   m.step(m, x, in, out);
   trim_now_and_then(m);
 }

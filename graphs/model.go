@@ -78,7 +78,7 @@ type Term struct {
 	Value float64
 }
 
-// StepLog is what one training step measured, in the order of Model.Terms.
+// StepLog is what one training step measured, in the order it logged it.
 type StepLog struct {
 	Terms []Term
 	// UpdatedG and UpdatedD tell whether the balancing rule let G and D
@@ -104,7 +104,6 @@ func (l StepLog) Get(name string) float64 {
 type Model struct {
 	ptr   *C.ds_model
 	cfg   Config
-	terms []string
 	group *Group // the group it trains in, nil for one process
 }
 
@@ -167,28 +166,13 @@ func NewModel(cfg Config, comp, target *Comparator) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{ptr: p, cfg: cfg}
-	var n C.int32_t
-	names0 := C.ds_model_terms(p, &n)
-	for _, s := range unsafe.Slice(names0, int(n)) {
-		m.terms = append(m.terms, C.GoString(s))
-	}
-	// A safety net only: callers Close explicitly.
-	runtime.SetFinalizer(m, (*Model).Close)
-	return m, nil
+	return owned(&Model{ptr: p, cfg: cfg}), nil
 }
 
 // Close frees the model. It is safe to call more than once.
 func (m *Model) Close() {
-	if m.ptr != nil {
-		C.ds_model_free(m.ptr)
-		m.ptr = nil
-		runtime.SetFinalizer(m, nil)
-	}
+	release(m, &m.ptr, func(p *C.ds_model) { C.ds_model_free(p) })
 }
-
-// Terms names what the model's training step logs, in order.
-func (m *Model) Terms() []string { return m.terms }
 
 // NumParams is the number of trained parameters (E, G and D).
 func (m *Model) NumParams() int64 {
@@ -263,8 +247,8 @@ func (m *Model) step(op string, train bool, s Step) (StepLog, error) {
 		return StepLog{}, err
 	}
 	out := StepLog{UpdatedG: l.updated_g != 0, UpdatedD: l.updated_d != 0, Stop: l.stop != 0}
-	for i, name := range m.terms {
-		out.Terms = append(out.Terms, Term{Name: name, Value: float64(l.values[i])})
+	for _, t := range l.terms[:min(int(l.n_terms), len(l.terms))] {
+		out.Terms = append(out.Terms, Term{Name: C.GoString(&t.name[0]), Value: float64(t.value)})
 	}
 	return out, nil
 }

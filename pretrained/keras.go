@@ -134,11 +134,11 @@ func tryGraph(layers []graphs.Layer, weights string, norm graphs.Norm, e Entry) 
 
 // graphSpec fills in how to build an imported Keras network.
 func (s Store) graphSpec(e Entry, gs *graphs.ComparatorSpec) error {
-	b, err := os.ReadFile(s.graphPath(e.Name))
+	b, err := s.read("comparators/" + e.Name + ".graph.json")
 	if err != nil {
 		return fmt.Errorf("comparator %q: its layer graph: %w", e.Name, err)
 	}
-	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != e.GraphSHA256 {
+	if sha256Hex(b) != e.GraphSHA256 {
 		return fmt.Errorf("the layer graph of %q changed since import: import it again", e.Name)
 	}
 	if err := json.Unmarshal(b, &gs.Graph); err != nil {

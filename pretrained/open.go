@@ -4,6 +4,7 @@ import (
 	_ "embed" // the shipped comparator's weights
 	"encoding/json"
 	"fmt"
+	"os"
 
 	"github.com/deepsim/deepsim/graphs"
 )
@@ -40,103 +41,102 @@ func ShippedInfo() (ShippedRecord, error) {
 // "alexnet-random:conv5" means the same network in every run.
 const RandomSeed = 0
 
-// Resolve fills in the architecture of a spec: from the store for imported
-// names, and checks that what it names exists.
-func Resolve(spec Spec, store Store) (Spec, error) {
-	switch {
-	case spec.Random || spec.Arch == "torchscript":
-		return spec, nil
-	case spec.Name == Shipped:
-		spec.Arch = "exemplar"
-		return spec, nil
-	}
-	e, err := store.Lookup(spec.Name)
-	if err != nil {
-		return spec, err
-	}
-	spec.Arch = e.Arch
-	return spec, nil
-}
-
 // NativeSize asks Open for a comparator that takes images at their own
 // size instead of resizing them.
 const NativeSize = graphs.InputNative
 
-// Open builds the comparator a spec names. inputSize 0 means the
-// architecture's own input size, NativeSize no resizing.
-func Open(spec Spec, store Store, inputSize int) (*graphs.Comparator, error) {
-	spec, err := Resolve(spec, store)
+// A Network is a comparator spec resolved once: its architecture, the
+// fingerprint of its weights, and the weights themselves, read once and
+// checked against the store's record. Open builds the engine's network
+// from those bytes, at any input side, without reading anything again, so
+// what was checked is what is loaded.
+type Network struct {
+	Spec Spec // with its architecture
+	// Fingerprint names exactly which weights these are, for runs to
+	// record: the SHA-256 of the weights (and of an imported Keras model's
+	// layer graph), or "random:ARCH:seedN" for the fixed-seed random ones.
+	Fingerprint string
+	gs          graphs.ComparatorSpec // all but the input side
+}
+
+// Resolve reads the network a spec names: one read of the store's record
+// and one of the weights. A Store made by NewStore remembers what it
+// resolved, so that a command opens each network once.
+func Resolve(spec string, store Store) (*Network, error) {
+	if n, ok := store.nets.get(spec); ok {
+		return n, nil
+	}
+	n, err := resolve(spec, store)
 	if err != nil {
 		return nil, err
 	}
-	if inputSize < 0 && inputSize != NativeSize {
-		inputSize = graphs.InputOwn
+	store.nets.put(spec, n)
+	return n, nil
+}
+
+func resolve(spec string, store Store) (*Network, error) {
+	s, err := Parse(spec)
+	if err != nil {
+		return nil, err
 	}
-	gs := graphs.ComparatorSpec{Arch: spec.Arch, Layer: spec.Layer, Seed: RandomSeed, InputSize: inputSize}
+	n := &Network{Spec: s, gs: graphs.ComparatorSpec{Arch: s.Arch, Layer: s.Layer, Seed: RandomSeed}}
 	switch {
-	case spec.Random:
-	case spec.Arch == "torchscript":
-		gs.Weights = spec.Script
-	case spec.Name == Shipped:
-		gs.WeightsData = exemplarWeights
-	default:
-		e, err := store.Lookup(spec.Name)
+	case s.Random:
+		n.Fingerprint = fmt.Sprintf("random:%s:seed%d", s.Arch, RandomSeed)
+		return n, nil
+	case s.Arch == "torchscript":
+		if n.gs.WeightsData, err = os.ReadFile(s.Script); err != nil {
+			return nil, fmt.Errorf("comparator %s: %w", spec, err)
+		}
+		n.Fingerprint = "sha256:" + sha256Hex(n.gs.WeightsData)
+		return n, nil
+	case s.Name == Shipped:
+		rec, err := ShippedInfo()
 		if err != nil {
 			return nil, err
 		}
-		if err := store.Verify(e); err != nil {
+		n.Spec.Arch, n.gs.Arch, n.gs.WeightsData = "exemplar", "exemplar", exemplarWeights
+		n.Fingerprint = "sha256:" + rec.SHA256
+		return n, nil
+	}
+	e, err := store.Lookup(s.Name)
+	if err != nil {
+		return nil, err
+	}
+	n.Spec.Arch, n.gs.Arch = e.Arch, e.Arch
+	if n.gs.WeightsData, err = store.weights(e); err != nil {
+		return nil, err
+	}
+	n.Fingerprint = "sha256:" + e.SHA256
+	if e.Arch == ArchKeras {
+		if err := store.graphSpec(e, &n.gs); err != nil {
 			return nil, err
 		}
-		gs.Weights = store.WeightsPath(spec.Name)
-		if e.Arch == ArchKeras {
-			if err := store.graphSpec(e, &gs); err != nil {
-				return nil, err
-			}
-		}
+		n.Fingerprint += ",graph:" + e.GraphSHA256
+	}
+	return n, nil
+}
+
+// Open builds the network. inputSize 0 means the architecture's own input
+// size, NativeSize no resizing.
+func (n *Network) Open(inputSize int) (*graphs.Comparator, error) {
+	gs := n.gs
+	gs.InputSize = inputSize
+	if inputSize < 0 && inputSize != NativeSize {
+		gs.InputSize = graphs.InputOwn
 	}
 	c, err := graphs.NewComparator(gs)
 	if err != nil {
-		return nil, fmt.Errorf("comparator %s: %w", spec, err)
+		return nil, fmt.Errorf("comparator %s: %w", n.Spec, err)
 	}
 	return c, nil
 }
 
-// OpenString parses and opens a spec.
+// OpenString resolves and opens a spec.
 func OpenString(spec string, store Store, inputSize int) (*graphs.Comparator, error) {
-	s, err := Parse(spec)
+	n, err := Resolve(spec, store)
 	if err != nil {
 		return nil, err
 	}
-	return Open(s, store, inputSize)
-}
-
-// Fingerprint names exactly which weights a spec's network has, for runs to
-// record: the SHA-256 of the weights (and of an imported Keras model's
-// layer graph), or "random:ARCH" for the fixed-seed random weights.
-func Fingerprint(spec string, store Store) (string, error) {
-	s, err := Parse(spec)
-	if err != nil {
-		return "", err
-	}
-	if s, err = Resolve(s, store); err != nil {
-		return "", err
-	}
-	switch {
-	case s.Random:
-		return fmt.Sprintf("random:%s:seed%d", s.Arch, RandomSeed), nil
-	case s.Arch == "torchscript":
-		sum, err := fileSHA256(s.Script)
-		return "sha256:" + sum, err
-	case s.Name == Shipped:
-		rec, err := ShippedInfo()
-		return "sha256:" + rec.SHA256, err
-	}
-	e, err := store.Lookup(s.Name)
-	if err != nil {
-		return "", err
-	}
-	if e.GraphSHA256 != "" {
-		return "sha256:" + e.SHA256 + ",graph:" + e.GraphSHA256, nil
-	}
-	return "sha256:" + e.SHA256, nil
+	return n.Open(inputSize)
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/deepsim/deepsim/graphs"
@@ -25,6 +26,49 @@ import (
 // HOME/comparators/NAME.pt with NAME.json beside it.
 type Store struct {
 	Home string
+	// FS, when set, is what the store reads instead of the folder Home
+	// (imports still write to Home).
+	FS   fs.FS
+	nets *networks // what Resolve read; nil: nothing is remembered
+}
+
+// NewStore is the store at home, remembering the networks it resolves
+// (Resolve) for as long as it is used: a command that opens a network
+// twice reads it once, and opens the same weights both times.
+func NewStore(home string) Store { return Store{Home: home, nets: &networks{m: map[string]*Network{}}} }
+
+// networks are resolved networks by spec.
+type networks struct {
+	mu sync.Mutex
+	m  map[string]*Network
+}
+
+func (n *networks) get(spec string) (*Network, bool) {
+	if n == nil {
+		return nil, false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	net, ok := n.m[spec]
+	return net, ok
+}
+
+func (n *networks) put(spec string, net *Network) {
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.m[spec] = net
+}
+
+// read reads a file of the store by its path under Home.
+func (s Store) read(rel string) ([]byte, error) {
+	fsys := s.FS
+	if fsys == nil {
+		fsys = os.DirFS(s.Home)
+	}
+	return fs.ReadFile(fsys, rel)
 }
 
 // Entry describes one imported comparator.
@@ -202,7 +246,7 @@ func (s Store) Lookup(name string) (Entry, error) {
 	if s.Home == "" {
 		return Entry{}, fmt.Errorf("no comparator %q: no comparator store (set DEEPSIM_HOME or HOME)", name)
 	}
-	b, err := os.ReadFile(s.manifestPath(name))
+	b, err := s.read("comparators/" + name + ".json")
 	if errors.Is(err, fs.ErrNotExist) {
 		return Entry{}, fmt.Errorf("no comparator %q in %s: import its weights first with\n  %s\n(or name %s-random explicitly for random weights)",
 			name, s.dir(), ImportHint, name)
@@ -217,30 +261,22 @@ func (s Store) Lookup(name string) (Entry, error) {
 	return e, nil
 }
 
-// fileSHA256 is the hex SHA-256 of a file's bytes.
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
-// Verify checks that the stored weights still have their recorded SHA-256.
-func (s Store) Verify(e Entry) error {
-	got, err := fileSHA256(s.WeightsPath(e.Name))
+// weights reads e's stored weights, checked against their recorded
+// SHA-256: the bytes returned are the bytes checked.
+func (s Store) weights(e Entry) ([]byte, error) {
+	b, err := s.read("comparators/" + e.Name + ".pt")
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("comparator %q: %w", e.Name, err)
 	}
-	if got != e.SHA256 {
-		return fmt.Errorf("stored weights of %q changed since import (sha256 %s, recorded %s): import them again", e.Name, got[:12], e.SHA256[:12])
+	if got := sha256Hex(b); got != e.SHA256 {
+		return nil, fmt.Errorf("stored weights of %q changed since import (sha256 %.12s, recorded %.12s): import them again", e.Name, got, e.SHA256)
 	}
-	return nil
+	return b, nil
 }
 
 // List returns the imported comparators, by name.

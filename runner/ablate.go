@@ -19,20 +19,29 @@ const (
 	AblationImage = "ablation.png"
 )
 
-// Combination is one set of loss weights the ablation trains.
+// Combination is one set of loss weights the ablation trains. Terms it
+// does not name keep the base configuration's weights.
 type Combination struct {
-	Name, Slug     string
-	Feat, Adv, Img float64
+	Name, Slug string
+	Weights    map[string]float64
 }
 
 // Combinations are the paper's loss combinations, with the reference
 // run's weights (feature 1, adversarial 0.01, image 1).
 var Combinations = []Combination{
-	{"image only (SE)", "image", 0, 0, 1},
-	{"feature only", "feature", 1, 0, 0},
-	{"feature + image", "feature-image", 1, 0, 1},
-	{"feature + adversarial", "feature-adversarial", 1, 0.01, 0},
-	{"feature + adversarial + image", "all", 1, 0.01, 1},
+	{"image only (SE)", "image", map[string]float64{TermFeat: 0, TermAdv: 0, TermImg: 1}},
+	{"feature only", "feature", map[string]float64{TermFeat: 1, TermAdv: 0, TermImg: 0}},
+	{"feature + image", "feature-image", map[string]float64{TermFeat: 1, TermAdv: 0, TermImg: 1}},
+	{"feature + adversarial", "feature-adversarial", map[string]float64{TermFeat: 1, TermAdv: 0.01, TermImg: 0}},
+	{"feature + adversarial + image", "all", map[string]float64{TermFeat: 1, TermAdv: 0.01, TermImg: 1}},
+}
+
+// apply is base with the combination's weights.
+func (c Combination) apply(base Config) Config {
+	for name, w := range c.Weights {
+		base.Weights.Set(name, w)
+	}
+	return base
 }
 
 // AblateOptions controls Ablate.
@@ -73,8 +82,7 @@ func Ablate(ctx context.Context, opt AblateOptions) ([]AblationRow, error) {
 	defer unlock()
 	var rows []AblationRow
 	for _, c := range Combinations {
-		cfg := opt.Base
-		cfg.LambdaFeat, cfg.LambdaAdv, cfg.LambdaImg = c.Feat, c.Adv, c.Img
+		cfg := c.apply(opt.Base)
 		run := filepath.Join(opt.Out, c.Slug)
 		_, err := os.Stat(filepath.Join(run, CheckpointFile))
 		resume := err == nil
@@ -116,12 +124,20 @@ func ablationTable(opt AblateOptions, rows []AblationRow) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Ablation\n\n%d steps, batch %d, %d px, seed %d, comparator %s; evaluated on %d seeded crops of %s.\n\n",
 		opt.Base.Steps, opt.Base.Batch, opt.Base.Size, opt.Base.Seed, opt.Base.ComparatorSpec(), opt.N, strings.Join(opt.Heldout, ", "))
-	b.WriteString("| combination | λ feat | λ adv | λ img | PSNR | SSIM | image error % | feature error % | independent feature error % | sharpness ratio |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| combination |")
+	for _, t := range LossTerms {
+		b.WriteString(" λ " + t.Name + " |")
+	}
+	b.WriteString(" PSNR | SSIM | image error % | feature error % | independent feature error % | sharpness ratio |\n|---|")
+	b.WriteString(strings.Repeat("---|", len(LossTerms)+6) + "\n")
 	for _, r := range rows {
-		e := r.Eval
-		fmt.Fprintf(&b, "| %s | %g | %g | %g | %.2f | %.3f | %.2f | %.2f | %.2f | %.3f |\n",
-			r.Name, r.Feat, r.Adv, r.Img, e.PSNR, e.SSIM, e.ImageErrorPct, e.FeatureErrorPct, e.FeatureErrorIndependentPct, e.SharpnessRatio)
+		e, w := r.Eval, r.apply(opt.Base).Weights
+		fmt.Fprintf(&b, "| %s |", r.Name)
+		for _, v := range w {
+			fmt.Fprintf(&b, " %g |", v)
+		}
+		fmt.Fprintf(&b, " %.2f | %.3f | %.2f | %.2f | %.2f | %.3f |\n",
+			e.PSNR, e.SSIM, e.ImageErrorPct, e.FeatureErrorPct, e.FeatureErrorIndependentPct, e.SharpnessRatio)
 	}
 	if len(rows) > 0 {
 		fmt.Fprintf(&b, "\nIndependent judge: %s. %s: rows are the held-out crops, then one row per combination in the table's order.\n",

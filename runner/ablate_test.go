@@ -30,7 +30,7 @@ func TestAblateWritesTableAndSheet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.LambdaFeat != r.Feat || cfg.LambdaAdv != r.Adv || cfg.LambdaImg != r.Img || cfg.Seed != base.Seed {
+		if cfg.Weights != r.apply(base).Weights || cfg.Seed != base.Seed {
 			t.Fatalf("%s trained with %+v", r.Name, cfg)
 		}
 	}

@@ -37,8 +37,9 @@ type Config struct {
 	// Upsample is how G doubles its resolution: "resize" (nearest-neighbour
 	// then a 3x3 conv) or "deconv" (the paper's transposed convolution).
 	Upsample string `json:"upsample"`
-	// Precision of the training step's forward passes: "float32", or
-	// "bf16" autocast (float32 weights and optimizer state).
+	// Precision of the training step: "float32"; "bf16" autocast for the
+	// forward passes (float32 weights and optimizer state); or "float64"
+	// throughout, for checking runs step by step (PrecisionFloat64).
 	Precision string `json:"precision"`
 
 	// VAE: the KL term's weight, reached linearly over the first KLWarmup
@@ -68,12 +69,11 @@ type Config struct {
 	HeldoutPerClass int   `json:"heldout_per_class,omitempty"`
 	EvalEvery       int64 `json:"eval_every,omitempty"`
 
-	// Loss weights, on mean-reduced squared errors: pixels in [-1,1] for the
-	// image term, comparator features for the feature term, and the mean
-	// binary cross-entropy -log D(G(x)) for the adversarial term.
-	LambdaFeat float64 `json:"lambda_feat"`
-	LambdaAdv  float64 `json:"lambda_adv"`
-	LambdaImg  float64 `json:"lambda_img"`
+	// Loss weights (see LossTerms), on mean-reduced squared errors: pixels
+	// in [-1,1] for the image term, comparator features for the feature
+	// term, and the mean binary cross-entropy -log D(G(x)) for the
+	// adversarial term. In config.json they are lambda_NAME keys.
+	Weights Weights `json:"-"`
 
 	LR          float64 `json:"lr"`
 	Beta1       float64 `json:"beta1"`
@@ -151,9 +151,7 @@ func Defaults() Config {
 		Steps:           2000,
 		Comparator:      DefaultComparator,
 		ComparatorSize:  0,
-		LambdaFeat:      1,
-		LambdaAdv:       0.01,
-		LambdaImg:       1,
+		Weights:         defaultWeights(),
 		LR:              2e-4,
 		Beta1:           0.9,
 		Beta2:           0.999,
@@ -230,13 +228,13 @@ func (c Config) Validate() error {
 	if err != nil {
 		return err
 	}
-	for _, w := range []struct {
-		flag string
-		v    float64
-	}{{"lambda-feat", c.LambdaFeat}, {"lambda-adv", c.LambdaAdv}, {"lambda-img", c.LambdaImg}, {"kl-weight", c.KLWeight}} {
-		if math.IsNaN(w.v) || w.v < 0 || w.v > maxWeight {
-			return fmt.Errorf("--%s %g: must be between 0 and %g", w.flag, w.v, float64(maxWeight))
+	for i, t := range LossTerms {
+		if err := checkWeight(t.Flag(), c.Weights[i]); err != nil {
+			return err
 		}
+	}
+	if err := checkWeight("kl-weight", c.KLWeight); err != nil {
+		return err
 	}
 	switch {
 	case len(c.Data) == 0:
@@ -257,10 +255,11 @@ func (c Config) Validate() error {
 	return t.validate(c)
 }
 
-// lossWeights are the loss terms' weights by the names the engine's step
-// looks them up under. A new loss term's weight goes here.
-func (c Config) lossWeights() map[string]float64 {
-	return map[string]float64{"feat": c.LambdaFeat, "adv": c.LambdaAdv, "img": c.LambdaImg}
+func checkWeight(flag string, v float64) error {
+	if math.IsNaN(v) || v < 0 || v > maxWeight {
+		return fmt.Errorf("--%s %g: must be between 0 and %g", flag, v, float64(maxWeight))
+	}
+	return nil
 }
 
 // Graph is the engine's view of the configuration.
@@ -287,7 +286,7 @@ func (c Config) Graph() graphs.Config {
 		Upsample:     up,
 		Classes:      c.Classes,
 		Precision:    precision,
-		Weights:      c.lossWeights(),
+		Weights:      c.Weights.byName(),
 		LR:           c.LR,
 		Beta1:        c.Beta1,
 		Beta2:        c.Beta2,
@@ -359,8 +358,8 @@ func ParseConfig(b []byte) (Config, error) {
 	return cfg, nil
 }
 
-// Generative tells whether the run's networks map images to images (the
-// autoencoder and the VAE), rather than train a comparator.
+// Generative tells whether the run trains a generator of images (the
+// autoencoder, the VAE and inversion), rather than a comparator.
 func (c Config) Generative() bool {
 	t, err := taskNamed(c.Task)
 	return err == nil && t.generative()

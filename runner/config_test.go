@@ -51,7 +51,7 @@ func TestValidate(t *testing.T) {
 		want string // "" for valid
 	}{
 		{"defaults", func(*Config) {}, ""},
-		{"se baseline", func(c *Config) { c.LambdaFeat, c.LambdaAdv = 0, 0 }, ""},
+		{"se baseline", func(c *Config) { c.Weights.Set(TermFeat, 0); c.Weights.Set(TermAdv, 0) }, ""},
 		{"no data", func(c *Config) { c.Data = nil }, "--data"},
 		{"size 48", func(c *Config) { c.Size = 48 }, "power of two"},
 		{"size 8", func(c *Config) { c.Size = 8 }, "power of two"},
@@ -60,10 +60,10 @@ func TestValidate(t *testing.T) {
 		{"comparator task at 32 px", func(c *Config) {
 			c.Task, c.Classes, c.HeldoutPerClass, c.EvalEvery, c.Size = TaskComparator, 10, 1, 1, 32
 		}, "64 px"},
-		{"all weights zero", func(c *Config) { c.LambdaFeat, c.LambdaAdv, c.LambdaImg = 0, 0, 0 }, "nothing to train"},
-		{"negative weight", func(c *Config) { c.LambdaAdv = -1 }, "--lambda-adv -1: must be between 0 and"},
-		{"overflowing weight", func(c *Config) { c.LambdaImg = 1e39 }, "--lambda-img 1e+39"},
-		{"NaN weight", func(c *Config) { c.LambdaFeat = math.NaN() }, "--lambda-feat NaN"},
+		{"all weights zero", func(c *Config) { c.Weights = Weights{} }, "nothing to train"},
+		{"negative weight", func(c *Config) { c.Weights.Set(TermAdv, -1) }, "--lambda-adv -1: must be between 0 and"},
+		{"overflowing weight", func(c *Config) { c.Weights.Set(TermImg, 1e39) }, "--lambda-img 1e+39"},
+		{"NaN weight", func(c *Config) { c.Weights.Set(TermFeat, math.NaN()) }, "--lambda-feat NaN"},
 		{"infinite learning rate", func(c *Config) { c.LR = math.Inf(1) }, "--lr +Inf"},
 		{"NaN learning rate", func(c *Config) { c.LR = math.NaN() }, "--lr NaN"},
 		{"zero learning rate", func(c *Config) { c.LR = 0 }, "--lr 0"},
@@ -127,7 +127,7 @@ func TestCheckResume(t *testing.T) {
 		{"other threads, data, intervals", func(c *Config) {
 			c.Threads, c.Data, c.Heldout, c.LogEvery, c.CheckpointEvery = 2, []string{"more"}, []string{"held"}, 10, 50
 		}, ""},
-		{"a loss weight", func(c *Config) { c.LambdaAdv = 0.02 }, "--lambda-adv 0.02 differs from the run's 0.01"},
+		{"a loss weight", func(c *Config) { c.Weights.Set(TermAdv, 0.02) }, "--lambda-adv 0.02 differs from the run's 0.01"},
 		{"the latent", func(c *Config) { c.CodeChannels = 16 }, "--latent 16"},
 		{"the seed", func(c *Config) { c.Seed = 2 }, "--seed"},
 	}

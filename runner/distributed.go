@@ -41,11 +41,15 @@ type start struct {
 	Error  string  `json:"error,omitempty"`
 }
 
-// ShareConfig gives every rank rank 0's configuration. Rank 0 passes its
-// own, or the error that stops it; the other ranks then fail with it.
-func ShareConfig(g *graphs.Group, cfg Config, failed error) (Config, error) {
+// shareConfig gives every rank rank 0's configuration, which rank 0 gets
+// from resolve; the others keep their own thread count. When resolve
+// fails on rank 0, every rank fails with its error.
+func shareConfig(g *graphs.Group, threads int, resolve func() (Config, error)) (Config, error) {
 	var b []byte
+	var cfg Config
+	var failed error
 	if g.Rank() == 0 {
+		cfg, failed = resolve()
 		s := start{Config: &cfg}
 		if failed != nil {
 			s = start{Error: failed.Error()}
@@ -59,7 +63,7 @@ func ShareConfig(g *graphs.Group, cfg Config, failed error) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("configuration from rank 0: %w", err)
 	}
-	if failed != nil {
+	if g.Rank() == 0 {
 		return cfg, failed
 	}
 	var s start
@@ -72,7 +76,9 @@ func ShareConfig(g *graphs.Group, cfg Config, failed error) (Config, error) {
 	if s.Config == nil {
 		return cfg, fmt.Errorf("configuration from rank 0: none sent")
 	}
-	return *s.Config, nil
+	cfg = *s.Config
+	cfg.Threads = threads
+	return cfg, nil
 }
 
 // checkGroup refuses what a group cannot train.
@@ -151,53 +157,4 @@ func logAllReduce(log *slog.Logger, g *graphs.Group, steps int64) {
 	}
 	d, n := g.AllReduced()
 	log.Info("all-reduce", "per_step", (d / time.Duration(steps)).Round(time.Microsecond).String(), "calls", n, "steps", steps)
-}
-
-// trainFollower is a run on a rank other than 0: it trains on its rows of
-// every batch and writes nothing.
-func trainFollower(ctx context.Context, cfg Config, t task, opt TrainOptions, log *slog.Logger) (*TrainSummary, error) {
-	g := opt.Group
-	graphs.SetThreads(cfg.Threads)
-	nets, err := t.networks(cfg, opt.Store)
-	if err != nil {
-		return nil, err
-	}
-	defer nets.Close()
-	set, err := loadImages(ctx, cfg, cfg.Data, log)
-	if err != nil {
-		return nil, err
-	}
-	sum := &TrainSummary{Images: len(set.Images), Skipped: set.Skipped}
-	if err := sameInputs(g, set, nets.targetWeights); err != nil {
-		return sum, err
-	}
-	model, err := graphs.NewModel(cfg.Graph(), nets.comp, nets.target)
-	if err != nil {
-		return sum, err
-	}
-	defer model.Close()
-	step, err := model.Join(g, 0)
-	if err != nil {
-		return sum, err
-	}
-	sum.StartStep, sum.Step = step, step
-	run := t.begin(cfg, set, log)
-	streamCtx, stopStream := context.WithCancel(context.Background())
-	defer stopStream()
-	batches := pipeline.Stream(streamCtx, run.batch, step, 2, 2)
-	for step < cfg.Steps {
-		batch, _ := nextBatch(ctx, batches, g)
-		in, _ := run.input(step+1, batch)
-		out, err := model.TrainStep(shard(ctx, in, g))
-		if err != nil {
-			return sum, fmt.Errorf("step %d: %w", step+1, err)
-		}
-		step++
-		sum.Step = step
-		if out.Stop && step < cfg.Steps {
-			return sum, ErrInterrupted
-		}
-	}
-	logAllReduce(log, g, step-sum.StartStep)
-	return sum, nil
 }

@@ -96,10 +96,8 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	}
 	// Feature errors are in the run's comparator's space, or for an
 	// inversion in its target's at the inverted layer, as in the paper.
-	space, spaceSize := cfg.ComparatorSpec(), cfg.ComparatorSize
-	if cfg.Target != "" {
-		space, spaceSize = cfg.TargetSpec(), cfg.TargetSide()
-	}
+	t, _ := taskNamed(cfg.Task)
+	space, spaceSize := t.space(cfg)
 	res := &EvalResult{Run: opt.Run, N: opt.N, Comparator: space, Judge: opt.Judge}
 	// The judge sees crops at their own size: resizing 64 px crops to 224
 	// would measure the resampling more than the reconstruction.

@@ -1,51 +1,25 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 
+	"github.com/deepsim/deepsim/internal/syncbuf"
 	"github.com/deepsim/deepsim/internal/testimages"
 )
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// logBuffer is a goroutine-safe buffer for captured logs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func captureLog() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
+func captureLog() (*slog.Logger, *syncbuf.Buffer) {
+	b := &syncbuf.Buffer{}
 	return slog.New(slog.NewTextHandler(b, nil)), b
 }
 
 // photos writes a few small synthetic photos into a new folder.
-func photos(t *testing.T, n int) string {
-	t.Helper()
-	dir := t.TempDir()
-	if _, err := testimages.WritePhotos(dir, n, 96, 80, 1); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
+func photos(t *testing.T, n int) string { return testimages.PhotoDir(t, n, 96, 80, 1) }
 
 // smallConfig is a configuration that trains in well under a second a step.
 func smallConfig(data string) Config {
@@ -61,7 +35,7 @@ func smallConfig(data string) Config {
 // training is deterministic and runs can be compared value for value.
 func seConfig(data string) Config {
 	cfg := smallConfig(data)
-	cfg.LambdaAdv = 0
+	cfg.Weights.Set(TermAdv, 0)
 	return cfg
 }
 

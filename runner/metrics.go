@@ -33,8 +33,15 @@ type Metrics struct {
 	UpdatedG, UpdatedD bool
 }
 
-// coreTerms are in every metrics line, whatever the task.
-var coreTerms = []string{"loss_feat", "loss_adv", "loss_img", "loss_discr"}
+// coreTerms are in every metrics line, whatever the task: the loss terms
+// (LossTerms), then the discriminator's loss.
+func coreTerms() []string {
+	var names []string
+	for _, t := range LossTerms {
+		names = append(names, t.Metric())
+	}
+	return append(names, "loss_discr")
+}
 
 // Get returns the named value, 0 when the line has none.
 func (m Metrics) Get(name string) float64 {
@@ -66,7 +73,7 @@ func (m Metrics) MarshalJSON() ([]byte, error) {
 		b.Write(raw)
 	}
 	core := map[string]bool{}
-	for _, k := range coreTerms {
+	for _, k := range coreTerms() {
 		core[k] = true
 		field(k, m.Get(k))
 	}

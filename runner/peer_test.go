@@ -135,7 +135,7 @@ func BenchmarkPeer(b *testing.B) {
 	// from step to step, and Adam, which scales every gradient to the
 	// learning rate, grows such rounding by about ten a step.)
 	cfg := peerConfig(1, 16)
-	cfg.LambdaAdv = 0
+	cfg.Weights.Set(TermAdv, 0)
 	graphs.SetThreads(cfg.Threads)
 	model, data, ckpt, batches := peerSetup(b, cfg, 10)
 	p := startPeer(b, ckpt, batches, cfg.Threads, 0)
@@ -181,7 +181,7 @@ func BenchmarkPeer(b *testing.B) {
 		cfg.Precision = st.precision
 		graphs.SetThreads(threads)
 		model, data, ckpt, batches := peerSetup(b, cfg, 4)
-		p := startPeer(b, ckpt, batches, threads, cfg.LambdaAdv)
+		p := startPeer(b, ckpt, batches, threads, cfg.Weights.Of(TermAdv))
 		var ours, theirs []time.Duration
 		for i := range warm + steps {
 			start := time.Now()

@@ -73,9 +73,11 @@ func attrs(terms []graphs.Term) []any {
 	return out
 }
 
+// finish ends the bar; it may be called more than once.
 func (p *progress) finish() {
 	if p.bar != nil {
 		p.bar.Exit()
 		fmt.Fprintln(p.w)
+		p.bar = nil
 	}
 }

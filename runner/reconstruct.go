@@ -39,42 +39,6 @@ type ReconstructSummary struct {
 	Grid    string
 }
 
-// OpenModel rebuilds a run's networks from its config.json and loads its
-// checkpoint, for inference: without the comparator, which only training
-// needs, but with an inversion's target, whose weights must be those the
-// run trained with.
-func OpenModel(run string, store pretrained.Store) (*graphs.Model, Config, error) {
-	cfg, err := LoadConfig(run)
-	if err != nil {
-		return nil, cfg, err
-	}
-	graphs.SetThreads(cfg.Threads)
-	var target *graphs.Comparator
-	if cfg.Target != "" {
-		fp, err := pretrained.Fingerprint(cfg.TargetSpec(), store)
-		if err != nil {
-			return nil, cfg, err
-		}
-		if fp != cfg.TargetWeights {
-			return nil, cfg, fmt.Errorf("%s inverts %s with weights %s, but the store has %s: import the same weights again",
-				run, cfg.TargetSpec(), cfg.TargetWeights, fp)
-		}
-		if target, err = pretrained.OpenString(cfg.TargetSpec(), store, cfg.TargetSide()); err != nil {
-			return nil, cfg, err
-		}
-		defer target.Close()
-	}
-	model, err := graphs.NewModel(cfg.Graph(), nil, target)
-	if err != nil {
-		return nil, cfg, err
-	}
-	if _, err := loadCheckpoint(model, filepath.Join(run, CheckpointFile)); err != nil {
-		model.Close()
-		return nil, cfg, err
-	}
-	return model, cfg, nil
-}
-
 // Reconstruct encodes and decodes every input image with a trained run and
 // writes OUT/<base name>.png at the input's own width and height, plus
 // OUT/grid.png. Images of any size are covered by overlapping tiles at
@@ -107,7 +71,8 @@ func Reconstruct(ctx context.Context, opt ReconstructOptions) (*ReconstructSumma
 		return nil, err
 	}
 	defer model.Close()
-	if cfg.Target == "" && opt.Features != "" {
+	inversion := cfg.Task == TaskInversion
+	if !inversion && opt.Features != "" {
 		return nil, fmt.Errorf("%s is a %s run: only an inversion run inverts features", opt.Run, cfg.Task)
 	}
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
@@ -129,7 +94,7 @@ func Reconstruct(ctx context.Context, opt ReconstructOptions) (*ReconstructSumma
 			continue
 		}
 		var out *image.NRGBA
-		if cfg.Target != "" {
+		if inversion {
 			in, out, err = invertImage(model, in, cfg.Size)
 		} else {
 			out, err = ReconstructImage(model, in, cfg.Size)

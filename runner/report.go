@@ -59,19 +59,19 @@ func spread(s []string, n int) []string {
 type reporter struct {
 	dir    string
 	cfg    Config
-	terms  []string // the step's terms: one plot each
+	terms  []string // what the step logs: one plot each
 	crops  pipeline.Batch
 	source string // where the crops come from, for the page
 }
 
 // newReporter fixes the crops the report shows: from cfg.Heldout when
 // given, otherwise from the training images (and the page says so).
-func newReporter(dir string, cfg Config, terms []string, train *pipeline.Set, heldout *pipeline.Set) *reporter {
+func newReporter(dir string, cfg Config, train *pipeline.Set, heldout *pipeline.Set) *reporter {
 	set, source := train, "training images (no --heldout folder given)"
 	if heldout != nil {
 		set, source = heldout, "held-out images: "+strings.Join(cfg.Heldout, ", ")
 	}
-	return &reporter{dir: dir, cfg: cfg, terms: terms, crops: fixedCrops(set, cfg, reportCrops, uint64(cfg.Seed)+1), source: source}
+	return &reporter{dir: dir, cfg: cfg, crops: fixedCrops(set, cfg, reportCrops, uint64(cfg.Seed)+1), source: source}
 }
 
 // fixedCrops are n seeded, unflipped crops at cfg's size: the same inputs

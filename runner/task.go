@@ -31,6 +31,13 @@ type task interface {
 	// feature loss compares with, and an inversion's target. They are
 	// opened before the images load, so that a missing one fails fast.
 	networks(c Config, store pretrained.Store) (fixedNets, error)
+	// target opens the network whose features the model takes as input,
+	// at the side it sees images at, and fingerprints its weights; nil
+	// when the task has none.
+	target(c Config, store pretrained.Store) (*graphs.Comparator, string, error)
+	// space is the network whose features measure a run's feature error,
+	// and the side it sees images at ("" when the task has none).
+	space(c Config) (spec string, side int)
 	// begin starts the task's part of a run over the loaded images.
 	begin(c Config, set *pipeline.Set, log *slog.Logger) taskRun
 }
@@ -55,6 +62,20 @@ type taskRun interface {
 type fixedNets struct {
 	comp, target  *graphs.Comparator
 	targetWeights string
+}
+
+// pin records the target's weights in cfg, or refuses other weights than
+// those cfg records (a resumed inversion).
+func (n fixedNets) pin(cfg Config) (Config, error) {
+	switch {
+	case n.targetWeights == "":
+	case cfg.TargetWeights != "" && cfg.TargetWeights != n.targetWeights:
+		return cfg, fmt.Errorf("the target %s has other weights (%s) than the run trained with (%s)",
+			cfg.TargetSpec(), n.targetWeights, cfg.TargetWeights)
+	default:
+		cfg.TargetWeights = n.targetWeights
+	}
+	return cfg, nil
 }
 
 func (n fixedNets) Close() {

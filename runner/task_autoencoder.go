@@ -41,11 +41,11 @@ func (t deepsimTask) validate(c Config) error {
 		return fmt.Errorf("--size %d: must be 8 times a power of two (16, 32, 64, 128, 256)", c.Size)
 	case c.CodeChannels < 1:
 		return fmt.Errorf("--latent %d: must be at least 1 channel", c.CodeChannels)
-	case c.LambdaFeat > 0 && c.Comparator == "":
+	case c.Weights.Of(TermFeat) > 0 && c.Comparator == "":
 		return errors.New("the feature loss needs a --comparator")
 	case c.ComparatorSize != 0 && c.ComparatorSize < 16:
 		return fmt.Errorf("comparator size %d: too small", c.ComparatorSize)
-	case c.LambdaFeat == 0 && c.LambdaAdv == 0 && c.LambdaImg == 0:
+	case c.Weights == Weights{}:
 		return errors.New("all loss weights are 0: nothing to train")
 	case c.MinScale <= 0 || c.MinScale > 1:
 		return fmt.Errorf("min scale %g: must be in (0,1]", c.MinScale)
@@ -64,8 +64,14 @@ func (t deepsimTask) engine() graphs.Task {
 
 func (deepsimTask) generative() bool { return true }
 
+func (deepsimTask) target(Config, pretrained.Store) (*graphs.Comparator, string, error) {
+	return nil, "", nil
+}
+
+func (deepsimTask) space(c Config) (string, int) { return c.ComparatorSpec(), c.ComparatorSize }
+
 func (deepsimTask) networks(c Config, store pretrained.Store) (fixedNets, error) {
-	if c.LambdaFeat <= 0 {
+	if c.Weights.Of(TermFeat) <= 0 {
 		return fixedNets{}, nil
 	}
 	comp, err := pretrained.OpenString(c.ComparatorSpec(), store, c.ComparatorSize)
@@ -100,10 +106,11 @@ func (*deepsimRun) measure(*graphs.Model, int64, bool) ([]graphs.Term, error) { 
 // the report shows. The run is done whatever happens here: a failure is
 // logged.
 func (r *deepsimRun) finish(ctx context.Context, tr *trainRun) error {
-	if tr.rep == nil || len(r.cfg.Heldout) == 0 {
+	rep := tr.out.report()
+	if rep == nil || len(r.cfg.Heldout) == 0 {
 		return nil
 	}
-	if err := finalEval(ctx, r.cfg, tr.opt, tr.rep); err != nil {
+	if err := finalEval(ctx, r.cfg, tr.opt, rep); err != nil {
 		tr.log.Warn("final evaluation failed", "reason", err.Error())
 	}
 	return nil

@@ -24,7 +24,7 @@ func (comparatorTask) defaults(c *Config) {
 	c.Batch, c.Steps, c.LR, c.WeightDecay = 64, 1500, 1e-3, 5e-4
 	c.Classes, c.HeldoutPerClass, c.EvalEvery = 100, 4, 100
 	c.Comparator = ""
-	c.LambdaFeat, c.LambdaAdv, c.LambdaImg = 0, 0, 0
+	c.Weights = Weights{}
 }
 
 func (comparatorTask) validate(c Config) error {
@@ -42,6 +42,12 @@ func (comparatorTask) validate(c Config) error {
 func (comparatorTask) engine() graphs.Task { return graphs.ComparatorTask }
 
 func (comparatorTask) generative() bool { return false }
+
+func (comparatorTask) target(Config, pretrained.Store) (*graphs.Comparator, string, error) {
+	return nil, "", nil
+}
+
+func (comparatorTask) space(Config) (string, int) { return "", 0 }
 
 func (comparatorTask) networks(Config, pretrained.Store) (fixedNets, error) {
 	return fixedNets{}, nil

@@ -43,19 +43,30 @@ func (inversionTask) engine() graphs.Task { return graphs.Inversion }
 
 func (inversionTask) generative() bool { return true }
 
-// networks opens the target at the inverted layer and, when it is not the
-// target itself, the comparator.
-func (inversionTask) networks(c Config, store pretrained.Store) (fixedNets, error) {
+// target opens the target at the inverted layer.
+func (inversionTask) target(c Config, store pretrained.Store) (*graphs.Comparator, string, error) {
+	net, err := pretrained.Resolve(c.TargetSpec(), store)
+	if err != nil {
+		return nil, "", err
+	}
+	target, err := net.Open(c.TargetSide())
+	return target, net.Fingerprint, err
+}
+
+// Feature errors are in the target's space at the inverted layer, as in
+// the paper.
+func (inversionTask) space(c Config) (string, int) { return c.TargetSpec(), c.TargetSide() }
+
+// networks opens the target and, when it is not the target itself, the
+// comparator.
+func (t inversionTask) networks(c Config, store pretrained.Store) (fixedNets, error) {
 	var n fixedNets
 	var err error
-	if n.targetWeights, err = pretrained.Fingerprint(c.TargetSpec(), store); err != nil {
-		return n, err
-	}
-	if n.target, err = pretrained.OpenString(c.TargetSpec(), store, c.TargetSide()); err != nil {
-		return n, err
+	if n.target, n.targetWeights, err = t.target(c, store); err != nil {
+		return fixedNets{}, err
 	}
 	switch {
-	case c.LambdaFeat <= 0:
+	case c.Weights.Of(TermFeat) <= 0:
 	case c.Comparator == "":
 		n.comp = n.target
 	default:
@@ -101,8 +112,8 @@ func PaperWeights(c *Config, store pretrained.Store) error {
 		return err
 	}
 	pixels := float64(3 * c.Size * c.Size)
-	c.LambdaFeat = paperFeat * float64(len(f)) / 2
-	c.LambdaImg = paperImg * pixels / 2 * 127.5 * 127.5
-	c.LambdaAdv = paperAdv
+	c.Weights.Set(TermFeat, paperFeat*float64(len(f))/2)
+	c.Weights.Set(TermImg, paperImg*pixels/2*127.5*127.5)
+	c.Weights.Set(TermAdv, paperAdv)
 	return nil
 }

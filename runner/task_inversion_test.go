@@ -3,10 +3,12 @@ package runner
 import (
 	"bytes"
 	"context"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/disintegration/imaging"
@@ -20,6 +22,10 @@ import (
 // importAlexNet puts random torchvision-layout AlexNet weights in a store
 // of the test's own, as a user's imported alexnet-owt-*.pth would be.
 func importAlexNet(t *testing.T, store pretrained.Store, seed uint64) {
+	importAlexNetAs(t, store, "alexnet", seed)
+}
+
+func importAlexNetAs(t *testing.T, store pretrained.Store, name string, seed uint64) {
 	t.Helper()
 	var b bytes.Buffer
 	if err := torchfile.Write(&b, torchfiletest.RandomAlexNet(seed)); err != nil {
@@ -29,7 +35,7 @@ func importAlexNet(t *testing.T, store pretrained.Store, seed uint64) {
 	if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Import(context.Background(), p, "alexnet", ""); err != nil {
+	if _, err := store.Import(context.Background(), p, name, ""); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -114,7 +120,7 @@ func TestInversionFeaturesRoundTrip(t *testing.T) {
 	store := pretrained.Store{Home: t.TempDir()}
 	data := photos(t, 2)
 	cfg := inversionConfig(data, "exemplar", "conv2")
-	cfg.LambdaAdv = 0
+	cfg.Weights.Set(TermAdv, 0)
 	run := filepath.Join(t.TempDir(), "run")
 	mustTrain(t, cfg, TrainOptions{Out: run, Store: store})
 
@@ -162,7 +168,8 @@ func TestInversionRefusesOtherTargetWeights(t *testing.T) {
 	store := pretrained.Store{Home: t.TempDir()}
 	importAlexNet(t, store, 1)
 	cfg := inversionConfig(photos(t, 2), "alexnet", "conv5")
-	cfg.TargetSize, cfg.LambdaAdv = 64, 0
+	cfg.TargetSize = 64
+	cfg.Weights.Set(TermAdv, 0)
 	run := filepath.Join(t.TempDir(), "run")
 	mustTrain(t, cfg, TrainOptions{Out: run, Store: store})
 	importAlexNet(t, store, 2) // other weights under the same name
@@ -188,13 +195,74 @@ func TestPaperWeights(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][2]float64{
-		"feat": {cfg.LambdaFeat, 0.01 * 64 * 8 * 8 / 2},
-		"img":  {cfg.LambdaImg, 2e-6 * 3 * 32 * 32 / 2 * 127.5 * 127.5},
-		"adv":  {cfg.LambdaAdv, 100},
+		"feat": {cfg.Weights.Of(TermFeat), 0.01 * 64 * 8 * 8 / 2},
+		"img":  {cfg.Weights.Of(TermImg), 2e-6 * 3 * 32 * 32 / 2 * 127.5 * 127.5},
+		"adv":  {cfg.Weights.Of(TermAdv), 100},
 	}
 	for name, v := range want {
 		if math.Abs(v[0]-v[1]) > 1e-9*v[1] {
 			t.Errorf("lambda %s = %v, want %v", name, v[0], v[1])
 		}
+	}
+}
+
+// countingFS counts how often each file of a folder is opened.
+type countingFS struct {
+	fs.FS
+	mu     sync.Mutex
+	opened map[string]int
+}
+
+func (c *countingFS) Open(name string) (fs.File, error) {
+	c.mu.Lock()
+	c.opened[name]++
+	c.mu.Unlock()
+	return c.FS.Open(name)
+}
+
+// An inversion run reads each network it opens once: one read of the
+// store's record and one of the weights, whether its comparator is the
+// target itself or a network of its own, with the paper's weights and
+// the final evaluation included.
+func TestInversionReadsEachNetworkOnce(t *testing.T) {
+	home := t.TempDir()
+	importAlexNet(t, pretrained.Store{Home: home}, 5)
+	importAlexNetAs(t, pretrained.Store{Home: home}, "other", 6)
+	data := photos(t, 4)
+	for _, tc := range []struct {
+		name, comparator string
+		nets             []string
+	}{
+		{"the target is the comparator", "", []string{"alexnet"}},
+		{"a comparator of its own", "other:conv2", []string{"alexnet", "other"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			counted := &countingFS{FS: os.DirFS(home), opened: map[string]int{}}
+			store := pretrained.NewStore(home)
+			store.FS = counted
+			cfg := inversionConfig(data, "alexnet", "conv5")
+			cfg.Comparator, cfg.Heldout, cfg.TargetSize = tc.comparator, []string{data}, 64
+			cfg, err := Resolve(cfg, Request{PaperWeights: true, Given: func(string) bool { return false }}, store, nil, discardLog())
+			if err != nil {
+				t.Fatal(err)
+			}
+			run := filepath.Join(t.TempDir(), "run")
+			mustTrain(t, cfg, TrainOptions{Out: run, Store: store})
+			if _, err := os.Stat(filepath.Join(run, EvalFile)); err != nil {
+				t.Fatalf("no final evaluation: %v", err)
+			}
+			for _, name := range tc.nets {
+				for _, f := range []string{"comparators/" + name + ".json", "comparators/" + name + ".pt"} {
+					if n := counted.opened[f]; n != 1 {
+						t.Errorf("%s read %d times, want once", f, n)
+					}
+				}
+			}
+			for f, n := range counted.opened {
+				if n > 1 {
+					t.Errorf("%s read %d times", f, n)
+				}
+			}
+		})
 	}
 }

@@ -1,22 +1,16 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"math"
-	"os"
-	"path/filepath"
 	"runtime/debug"
 	"time"
 
 	"github.com/deepsim/deepsim/graphs"
-	"github.com/deepsim/deepsim/internal/atomicfile"
-	"github.com/deepsim/deepsim/internal/torchfile"
 	"github.com/deepsim/deepsim/pipeline"
 	"github.com/deepsim/deepsim/pretrained"
 )
@@ -50,13 +44,14 @@ type TrainSummary struct {
 	HeldoutAcc float64
 }
 
-// trainRun is one run in progress: what a task's finish may need.
+// trainRun is one run in progress.
 type trainRun struct {
 	cfg   Config
 	opt   TrainOptions
 	log   *slog.Logger
 	model *graphs.Model
-	rep   *reporter // nil for runs without a report
+	task  taskRun
+	out   output
 	sum   *TrainSummary
 }
 
@@ -64,82 +59,33 @@ type trainRun struct {
 // metrics.jsonl and checkpoints. With opt.Resume it continues from the
 // folder's checkpoint. When ctx is cancelled it saves a checkpoint and
 // returns ErrInterrupted. The task (see task.go) supplies the data and
-// everything else that is not the loop.
+// everything else that is not the loop. Every rank of a group runs it;
+// only rank 0 writes the run folder (openOutput).
 func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, error) {
 	log := opt.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := cfg.Validate(); err != nil {
+	t, err := checkRun(cfg, opt.Group)
+	if err != nil {
 		return nil, err
 	}
-	if err := fits(fmt.Sprintf("a batch of %d crops of %d px", cfg.Batch, cfg.Size), activationFactor*pixels(cfg.Batch, cfg.Size)); err != nil {
-		return nil, err
-	}
-	t, _ := taskNamed(cfg.Task)
-	if err := checkGroup(cfg, t, opt.Group); err != nil {
-		return nil, err
-	}
-	if opt.Group != nil && opt.Group.Rank() > 0 {
-		return trainFollower(ctx, cfg, t, opt, log)
-	}
-	dir := opt.Out
-	ckpt := filepath.Join(dir, CheckpointFile)
-
+	startEngine(cfg.Threads, log)
 	// The fixed networks first: a missing one fails before anything is
 	// written or minutes of images are decoded.
-	graphs.SetThreads(cfg.Threads)
-	core, _ := graphs.BLAS()
-	log.Info("engine", "threads", graphs.Threads(), "blas_kernel", core)
-	if advice := blasAdvice(core, cpuFlags()); advice != "" {
-		log.Warn(advice)
-	}
 	nets, err := t.networks(cfg, opt.Store)
 	if err != nil {
 		return nil, err
 	}
 	defer nets.Close()
-	if nets.targetWeights != "" {
-		if cfg.TargetWeights != "" && cfg.TargetWeights != nets.targetWeights {
-			return nil, fmt.Errorf("the target %s has other weights (%s) than the run trained with (%s)",
-				cfg.TargetSpec(), nets.targetWeights, cfg.TargetWeights)
-		}
-		cfg.TargetWeights = nets.targetWeights
+	if cfg, err = nets.pin(cfg); err != nil {
+		return nil, err
 	}
-
-	// One writer per run folder; a start that fails leaves no run behind.
-	_, dirErr := os.Stat(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create run folder: %w", err)
-	}
-	unlock, err := lockRun(dir)
+	out, err := openOutput(cfg, opt, log)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-	_, cfgErr := os.Stat(filepath.Join(dir, ConfigFile))
-	_, ckptErr := os.Stat(ckpt)
-	switch {
-	case opt.Resume && ckptErr != nil:
-		return nil, fmt.Errorf("resume %s: no checkpoint to resume from: %w", dir, ckptErr)
-	case !opt.Resume && cfgErr == nil && ckptErr != nil:
-		return nil, fmt.Errorf("%s holds a run that saved no checkpoint: remove the folder, or choose another --out", dir)
-	case !opt.Resume && cfgErr == nil:
-		return nil, fmt.Errorf("%s already holds a run: pass --resume to continue it, or choose another --out", dir)
-	}
-	started := false   // a checkpoint was written: the run exists
-	saved := int64(-1) // the step of the checkpoint on disk, -1 for none
-	if !opt.Resume {
-		defer func() {
-			if !started {
-				removeRun(dir, errors.Is(dirErr, fs.ErrNotExist))
-			}
-		}()
-	}
-	atomicfile.RemoveStale(dir)
-	if err := SaveConfig(dir, cfg); err != nil {
-		return nil, err
-	}
+	defer out.close()
 	set, err := loadImages(ctx, cfg, cfg.Data, log)
 	if err != nil {
 		return nil, err
@@ -153,150 +99,109 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		return sum, err
 	}
 	defer model.Close()
-	r := &trainRun{cfg: cfg, opt: opt, log: log, model: model, sum: sum}
-	if t.generative() {
-		var held *pipeline.Set
-		if len(cfg.Heldout) > 0 {
-			if held, err = loadImages(ctx, cfg, cfg.Heldout, log); err != nil {
-				return sum, fmt.Errorf("held-out images: %w", err)
-			}
-		}
-		r.rep = newReporter(dir, cfg, model.Terms(), set, held)
+	step, err := out.start(ctx, model, set)
+	if err == nil && opt.Group != nil {
+		step, err = model.Join(opt.Group, step)
 	}
-
-	var step int64
-	if opt.Resume {
-		if step, err = loadCheckpoint(model, ckpt); err != nil {
-			return sum, err
-		}
-		if err := truncateMetrics(dir, step); err != nil {
-			return sum, fmt.Errorf("resume metrics: %w", err)
-		}
-		log.Info("resuming", "run", dir, "step", step)
-		saved = step
-	} else if err := os.Remove(filepath.Join(dir, MetricsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil {
 		return sum, err
 	}
-	if opt.Group != nil {
-		if _, err := model.Join(opt.Group, step); err != nil {
-			return sum, err
-		}
-	}
 	sum.StartStep, sum.Step = step, step
-
-	save := func() error {
-		b, err := model.Save(step)
-		if err != nil {
-			return err
-		}
-		if err := atomicfile.WriteFile(ckpt, b); err != nil {
-			return err
-		}
-		started, saved = true, step
-		if r.rep != nil {
-			// The report is for people: a failure to write it is logged, and
-			// training goes on.
-			if err := r.rep.snapshot(model, step); err != nil {
-				log.Warn("report not updated", "reason", err.Error())
-			}
-		}
-		return nil
-	}
 	if step >= cfg.Steps {
 		log.Info("run already at its last step", "step", step, "steps", cfg.Steps)
 		return sum, nil
 	}
-
-	metrics, err := openMetrics(dir)
-	if err != nil {
+	r := &trainRun{cfg: cfg, opt: opt, log: log, model: model, task: t.begin(cfg, set, log), out: out, sum: sum}
+	if err := r.loop(ctx); err != nil {
 		return sum, err
 	}
-	defer metrics.Close()
+	logAllReduce(log, opt.Group, sum.Step-sum.StartStep)
+	if err := out.save(model, sum.Step); err != nil {
+		return sum, fmt.Errorf("final checkpoint: %w", err)
+	}
+	return sum, r.task.finish(ctx, r)
+}
 
-	run := t.begin(cfg, set, log)
+// checkRun refuses a configuration that cannot train, before anything
+// is opened.
+func checkRun(cfg Config, g *graphs.Group) (task, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := fits(fmt.Sprintf("a batch of %d crops of %d px", cfg.Batch, cfg.Size), activationFactor*pixels(cfg.Batch, cfg.Size)); err != nil {
+		return nil, err
+	}
+	t, _ := taskNamed(cfg.Task)
+	return t, checkGroup(cfg, t, g)
+}
+
+// startEngine sets the engine's threads and logs what it runs on.
+func startEngine(threads int, log *slog.Logger) {
+	graphs.SetThreads(threads)
+	core, _ := graphs.BLAS()
+	log.Info("engine", "threads", graphs.Threads(), "blas_kernel", core)
+	if advice := blasAdvice(core, cpuFlags()); advice != "" {
+		log.Warn(advice)
+	}
+}
+
+// loop trains from r.sum.Step to the last step. Every rank takes the same
+// steps and makes the same collective calls in the same order.
+func (r *trainRun) loop(ctx context.Context) error {
+	cfg, g, step := r.cfg, r.opt.Group, r.sum.Step
 	streamCtx, stopStream := context.WithCancel(context.Background())
 	defer stopStream()
-	batches := pipeline.Stream(streamCtx, run.batch, step, 2, 2)
-
-	prog := newProgress(opt.Progress, log, step, cfg.Steps)
-	interrupted := func() error {
-		prog.finish()
-		if err := save(); err != nil {
-			return fmt.Errorf("save checkpoint after interrupt: %w", err)
-		}
-		log.Info("interrupted: checkpoint saved", "step", step, "resume", "--resume")
-		return ErrInterrupted
-	}
+	batches := pipeline.Stream(streamCtx, r.task.batch, step, 2, 2)
 	lastLog, lastLogStep := time.Now(), step
 	for step < cfg.Steps {
-		batch, stop := nextBatch(ctx, batches, opt.Group)
+		batch, stop := nextBatch(ctx, batches, g)
 		if stop {
-			return sum, interrupted()
+			return r.interrupted(step)
 		}
-		in, logged := run.input(step+1, batch)
-		out, err := model.TrainStep(shard(ctx, in, opt.Group))
+		in, logged := r.task.input(step+1, batch)
+		out, err := r.model.TrainStep(shard(ctx, in, g))
 		if err != nil {
-			return sum, fmt.Errorf("step %d: %w; %s", step+1, err, lastGood(ckpt, saved))
+			return fmt.Errorf("step %d: %w; %s", step+1, err, r.out.lastGood())
 		}
 		step++
-		sum.Step = step
+		r.sum.Step = step
 		for _, term := range out.Terms {
 			if math.IsNaN(term.Value) || math.IsInf(term.Value, 0) {
-				return sum, fmt.Errorf("training diverged at step %d (%s = %v); %s", step, term.Name, term.Value, lastGood(ckpt, saved))
+				return fmt.Errorf("training diverged at step %d (%s = %v); %s", step, term.Name, term.Value, r.out.lastGood())
 			}
 		}
 		last := step == cfg.Steps
-		measured, err := run.measure(model, step, last)
+		measured, err := r.task.measure(r.model, step, last)
 		if err != nil {
-			return sum, err
+			return err
 		}
-		m := Metrics{Step: step, Terms: append(append(out.Terms, logged...), measured...),
-			UpdatedG: out.UpdatedG, UpdatedD: out.UpdatedD}
 		if step%cfg.LogEvery == 0 || last || len(measured) > 0 {
 			now := time.Now()
-			m.ImagesPerSec = float64((step-lastLogStep)*int64(cfg.Batch)) / now.Sub(lastLog).Seconds()
+			m := Metrics{Step: step, Terms: append(append(out.Terms, logged...), measured...),
+				UpdatedG: out.UpdatedG, UpdatedD: out.UpdatedD,
+				ImagesPerSec: float64((step-lastLogStep)*int64(cfg.Batch)) / now.Sub(lastLog).Seconds()}
 			lastLog, lastLogStep = now, step
-			if err := metrics.Append(m); err != nil {
-				return sum, err
+			if err := r.out.append(m, out.Terms, measured); err != nil {
+				return err
 			}
-			prog.update(m, measured)
 		}
 		if out.Stop && !last {
-			return sum, interrupted()
+			return r.interrupted(step)
 		}
 		if step%cfg.CheckpointEvery == 0 && !last {
-			if err := save(); err != nil {
-				return sum, fmt.Errorf("checkpoint at step %d: %w", step, err)
+			if err := r.out.save(r.model, step); err != nil {
+				return fmt.Errorf("checkpoint at step %d: %w", step, err)
 			}
 		}
 	}
-	prog.finish()
-	logAllReduce(log, opt.Group, step-sum.StartStep)
-	if err := save(); err != nil {
-		return sum, fmt.Errorf("final checkpoint: %w", err)
-	}
-	return sum, run.finish(ctx, r)
+	return nil
 }
 
-// lastGood says which checkpoint a failed run leaves: the step of the one
-// on disk, or that there is none.
-func lastGood(ckpt string, step int64) string {
-	if step < 0 {
-		return "no checkpoint was saved"
+func (r *trainRun) interrupted(step int64) error {
+	if err := r.out.interrupted(r.model, step); err != nil {
+		return err
 	}
-	return fmt.Sprintf("the last good checkpoint, %s, is from step %d", ckpt, step)
-}
-
-// removeRun removes what a start that failed wrote into dir, and dir itself
-// when the start created it, so that no half-made run stays behind.
-func removeRun(dir string, created bool) {
-	for _, f := range []string{ConfigFile, MetricsFile, ReportFile, EvalFile, LockFile} {
-		os.Remove(filepath.Join(dir, f))
-	}
-	os.RemoveAll(filepath.Join(dir, reportDir))
-	if created {
-		os.Remove(dir) // only when empty
-	}
+	return ErrInterrupted
 }
 
 // loadImages decodes the images under dirs for cfg's crop size.
@@ -323,38 +228,4 @@ func loadImages(ctx context.Context, cfg Config, dirs []string, log *slog.Logger
 	// the OS now rather than carry it for the whole run.
 	debug.FreeOSMemory()
 	return set, nil
-}
-
-// loadCheckpoint reads a checkpoint into model. Checkpoints are shared
-// between people: the file is checked before libtorch sees it (no larger
-// than this model's weights and Adam state can be, every tensor within
-// its storage, the pickle within bounds).
-func loadCheckpoint(model *graphs.Model, path string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("read checkpoint: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("read checkpoint: %w", err)
-	}
-	// Weights and two Adam moments, in float64 at most, and room for the
-	// rest.
-	limit := 4*8*model.NumParams() + 64<<20
-	if !st.Mode().IsRegular() || st.Size() > limit {
-		return 0, fmt.Errorf("%s: %d bytes, more than a checkpoint of this model can hold (%d)", path, st.Size(), limit)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, limit))
-	if err != nil {
-		return 0, fmt.Errorf("read checkpoint: %w", err)
-	}
-	if _, err := torchfile.Check(bytes.NewReader(b), int64(len(b))); err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	step, err := model.Load(b)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return step, nil
 }

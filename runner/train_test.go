@@ -40,7 +40,7 @@ func TestTrainWritesRunFolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if saved.Size != cfg.Size || saved.LambdaAdv != cfg.LambdaAdv || saved.Data[0] != cfg.Data[0] {
+	if saved.Size != cfg.Size || saved.Weights != cfg.Weights || saved.Data[0] != cfg.Data[0] {
 		t.Fatalf("config.json = %+v", saved)
 	}
 	model, _, err := OpenModel(run, pretrained.Store{})
@@ -52,7 +52,8 @@ func TestTrainWritesRunFolder(t *testing.T) {
 
 func TestSwitchedOffTermsAreLoggedAsZero(t *testing.T) {
 	cfg := seConfig(photos(t, 2))
-	cfg.LambdaFeat, cfg.Steps = 0, 2
+	cfg.Weights.Set(TermFeat, 0)
+	cfg.Steps = 2
 	run := filepath.Join(t.TempDir(), "run")
 	mustTrain(t, cfg, TrainOptions{Out: run})
 	raw, err := os.ReadFile(filepath.Join(run, MetricsFile))
@@ -180,7 +181,7 @@ func TestTrainInterruptSavesCheckpoint(t *testing.T) {
 // finite images.
 func TestDivergenceNeverSucceeds(t *testing.T) {
 	cfg := smallConfig(photos(t, 2))
-	cfg.LR, cfg.LambdaImg, cfg.LambdaFeat, cfg.LambdaAdv = 1, 1e6, 1e6, 1e6
+	cfg.LR, cfg.Weights = 1, Weights{1e6, 1e6, 1e6}
 	cfg.Steps, cfg.CheckpointEvery, cfg.Threads = 60, 1, 1
 	run := filepath.Join(t.TempDir(), "run")
 	_, err := Train(context.Background(), cfg, TrainOptions{Out: run, Log: discardLog()})

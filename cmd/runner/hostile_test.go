@@ -6,12 +6,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/deepsim/deepsim/internal/hostile"
+	"github.com/deepsim/deepsim/internal/syncbuf"
 	"github.com/deepsim/deepsim/internal/testimages"
 	"github.com/deepsim/deepsim/pretrained"
 	"github.com/deepsim/deepsim/runner"
@@ -260,7 +260,7 @@ func TestSIGINTEverywhere(t *testing.T) {
 	if code, out := runCLI(small(photos(t), run, "--steps", "1", "--lambda-adv", "0")...); code != exitOK {
 		t.Fatal(out)
 	}
-	var out logBuffer
+	var out syncbuf.Buffer
 	temporary := func() bool {
 		m, _ := filepath.Glob(filepath.Join(home, "comparators", ".*tmp*"))
 		return len(m) > 0
@@ -360,28 +360,4 @@ func TestNoStoreWithoutHome(t *testing.T) {
 	if cmd.ProcessState.ExitCode() != exitError || !strings.Contains(string(out), "set DEEPSIM_HOME") {
 		t.Fatalf("exit %d:\n%s", cmd.ProcessState.ExitCode(), out)
 	}
-}
-
-// logBuffer is a buffer that a command writes while the test reads it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Reset()
 }

@@ -105,7 +105,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitError
 }
 
-var errUsage = errors.New("usage")
+// errUsage marks a command line that cannot work: exit status 2.
+var errUsage = runner.ErrUsage
 
 // listFlag is a repeatable, comma-separated list flag.
 type listFlag []string
@@ -169,7 +170,7 @@ func cmdFeatures(ctx context.Context, args []string, log *slog.Logger, stdout, s
 		if err != nil {
 			return err
 		}
-		if cfg.Target == "" {
+		if cfg.Task != runner.TaskInversion {
 			return fmt.Errorf("%s is a %s run, not an inversion", run, cfg.Task)
 		}
 		opt.Target, opt.Size, opt.TargetSize = cfg.TargetSpec(), cfg.Size, cfg.TargetSize

@@ -39,14 +39,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func photos(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if _, err := testimages.WritePhotos(dir, 3, 96, 80, 2); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
+func photos(t *testing.T) string { return testimages.PhotoDir(t, 3, 96, 80, 2) }
 
 // small are the flags of a run that takes a fraction of a second a step.
 // small is a tiny autoencoder run. It names its comparator: the default

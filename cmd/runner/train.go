@@ -58,7 +58,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "crops per step")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "crop side in pixels (16, 32, 64, 128, 256)")
 	fs.Var((*latentFlag)(&cfg.CodeChannels), "latent", "code (VAE: latent) shape CxHxW, or just C; H and W are always 8")
-	fs.StringVar(&cfg.Precision, "precision", cfg.Precision, "forward passes in float32, or bf16 (bfloat16 autocast, where the CPU has it)")
+	fs.StringVar(&cfg.Precision, "precision", cfg.Precision, "float32; bf16 (bfloat16 autocast of the forward passes, where the CPU has it); or float64 (slow: for checking runs step by step)")
 	fs.StringVar(&cfg.Upsample, "upsample", cfg.Upsample, "generator upsampling: deconv (transposed conv, the paper's) or resize (nearest + 3x3 conv, no checkerboard)")
 	fs.Float64Var(&cfg.KLWeight, "kl-weight", cfg.KLWeight, "VAE: weight of the KL term (nats per image)")
 	fs.Int64Var(&cfg.KLWarmup, "kl-warmup", cfg.KLWarmup, "VAE: steps over which the KL weight rises linearly from 0")
@@ -69,9 +69,9 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.BoolVar(paper, "paper-weights", false, "inversion: the paper's loss weights, rescaled to this project's terms (instead of the --lambda-* flags)")
 	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to (0: its own)")
 	fs.IntVar(&cfg.Classes, "classes", cfg.Classes, "surrogate classes (comparator task)")
-	fs.Float64Var(&cfg.LambdaFeat, "lambda-feat", cfg.LambdaFeat, "weight of the feature (perceptual) loss")
-	fs.Float64Var(&cfg.LambdaAdv, "lambda-adv", cfg.LambdaAdv, "weight of the adversarial loss")
-	fs.Float64Var(&cfg.LambdaImg, "lambda-img", cfg.LambdaImg, "weight of the pixel loss")
+	for i, t := range runner.LossTerms {
+		fs.Float64Var(&cfg.Weights[i], t.Flag(), cfg.Weights[i], t.Help)
+	}
 	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate")
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for initialisation and data order")
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch threads (0: one per core)")
@@ -81,14 +81,10 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.DurationVar(&inv.timeout, "dist-timeout", runner.DefaultGroupTimeout, "data-parallel: how long a rank waits for the others, at the start and in each step")
 }
 
-// anySet tells whether any of the named flags was given.
-func anySet(fs *flag.FlagSet, names ...string) bool {
+// given tells whether the named flag was given.
+func given(fs *flag.FlagSet, name string) bool {
 	set := false
-	fs.Visit(func(f *flag.Flag) {
-		for _, n := range names {
-			set = set || f.Name == n
-		}
-	})
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
 }
 
@@ -170,28 +166,24 @@ func launchLocal(ctx context.Context, n, threads int, args []string, log *slog.L
 	return launch.Local(ctx, n, exe, argv, stderr)
 }
 
-// train resolves the run's configuration and trains it. In a group rank 0
-// resolves it and the others take it, with their own thread count.
+// train resolves the run's configuration and trains it.
 func train(ctx context.Context, cfg runner.Config, inv invocation, fs *flag.FlagSet, args []string,
 	group *graphs.Group, log *slog.Logger, stderr io.Writer) error {
 	store := pretrained.Store{Home: pretrained.DefaultHome()}
-	if group == nil || group.Rank() == 0 {
-		resolved, err := resolveConfig(cfg, inv, fs, args, store, log)
-		if group != nil {
-			resolved, err = runner.ShareConfig(group, resolved, err)
-		}
-		if err != nil {
-			return err
-		}
-		cfg = resolved
-	} else {
-		threads := cfg.Threads
-		shared, err := runner.ShareConfig(group, cfg, nil)
-		if err != nil {
-			return err
-		}
-		cfg = shared
-		cfg.Threads = threads
+	req := runner.Request{Out: inv.out, Resume: inv.resume, PaperWeights: inv.paper,
+		Given: func(name string) bool { return given(fs, name) },
+		Reapply: func(c *runner.Config) error {
+			again := flag.NewFlagSet("train", flag.ContinueOnError)
+			again.SetOutput(io.Discard)
+			bindTrainFlags(again, c, &invocation{})
+			if err := again.Parse(args); err != nil {
+				return usageErr(err)
+			}
+			return nil
+		}}
+	cfg, err := runner.Resolve(cfg, req, store, group, log)
+	if err != nil {
+		return err
 	}
 	sum, err := runner.Train(ctx, cfg, runner.TrainOptions{Out: inv.out, Resume: inv.resume, Store: store, Log: log, Progress: stderr, Group: group})
 	if sum != nil && len(sum.Skipped) > 0 {
@@ -201,51 +193,4 @@ func train(ctx context.Context, cfg runner.Config, inv invocation, fs *flag.Flag
 		log.Info("training done", "run", inv.out, "step", sum.Step)
 	}
 	return err
-}
-
-// resolveConfig is the run's configuration: the flags', or on --resume the
-// saved one with the flags given applied, and the defaults that depend on
-// the store.
-func resolveConfig(cfg runner.Config, inv invocation, fs *flag.FlagSet, args []string,
-	store pretrained.Store, log *slog.Logger) (runner.Config, error) {
-	if inv.resume {
-		// Start from the run's own config, then apply the flags given.
-		saved, err := runner.LoadConfig(inv.out)
-		if err != nil {
-			return cfg, err
-		}
-		cfg = saved
-		again := flag.NewFlagSet("train", flag.ContinueOnError)
-		again.SetOutput(io.Discard)
-		var ignored invocation
-		bindTrainFlags(again, &cfg, &ignored)
-		cfg.Data, cfg.Heldout = nil, nil // when given, the flags replace the lists
-		if err := again.Parse(args); err != nil {
-			return cfg, usageErr(err)
-		}
-		if len(cfg.Data) == 0 {
-			cfg.Data = saved.Data
-		}
-		if len(cfg.Heldout) == 0 {
-			cfg.Heldout = saved.Heldout
-		}
-		if err := runner.CheckResume(saved, cfg); err != nil {
-			return cfg, err
-		}
-		return cfg, nil
-	}
-	if !anySet(fs, "comparator", "comparator-size", "layer") && runner.PreferTrainedComparator(&cfg, store) {
-		log.Info("comparator: the imported MobileNetV2, the default where make models has run ("+runner.DefaultComparator+" otherwise)",
-			"comparator", cfg.Comparator, "comparator_size", cfg.ComparatorSize)
-	}
-	if inv.paper {
-		if cfg.Task != runner.TaskInversion || anySet(fs, "lambda-feat", "lambda-adv", "lambda-img") {
-			return cfg, fmt.Errorf("%w: --paper-weights is for --task inversion, without --lambda-*", errUsage)
-		}
-		if err := runner.PaperWeights(&cfg, store); err != nil {
-			return cfg, err
-		}
-		log.Info("loss weights: the paper's, rescaled", "lambda_feat", cfg.LambdaFeat, "lambda_adv", cfg.LambdaAdv, "lambda_img", cfg.LambdaImg)
-	}
-	return cfg, nil
 }

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"testing"
 )
 
 // Photo draws a w x h image from seed: a smooth colour field, overlapping
@@ -62,6 +63,17 @@ func Photo(seed uint64, w, h int) *image.NRGBA {
 
 func clamp(v float64) uint8 {
 	return uint8(math.Max(0, math.Min(255, v)))
+}
+
+// PhotoDir writes n synthetic photos of w x h into a new temporary folder
+// of the test's and returns the folder.
+func PhotoDir(t testing.TB, n, w, h int, seed uint64) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := WritePhotos(dir, n, w, h, seed); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // WritePhotos writes n synthetic photos of w x h as PNG and JPEG

@@ -79,11 +79,6 @@ var supported = []string{"InputLayer", "ZeroPadding2D", "Conv2D", "DepthwiseConv
 	"ReLU", "Activation", "Add", "Concatenate", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
 	"Flatten", "Dense", "Dropout"}
 
-var activations = map[string]graphs.Activation{
-	"linear": graphs.Linear, "relu": graphs.ReLU, "softmax": graphs.Softmax,
-	"sigmoid": graphs.Sigmoid, "tanh": graphs.Tanh,
-}
-
 // convert turns one Keras layer into a graph layer, given its inputs'
 // shapes.
 func convert(class string, c layerConfig, ins []shape) (converted, error) {
@@ -106,11 +101,10 @@ func convert(class string, c layerConfig, ins []shape) (converted, error) {
 		return in, err
 	}
 	if c.Activation != "" {
-		act, ok := activations[c.Activation]
-		if !ok {
+		l.Activation = graphs.Activation(c.Activation)
+		if !l.Activation.Supported() {
 			return out, fmt.Errorf("activation %q is not supported (have linear, relu, softmax, sigmoid, tanh)", c.Activation)
 		}
-		l.Activation = act
 	}
 	bias := c.UseBias == nil || *c.UseBias
 	switch class {

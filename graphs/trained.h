@@ -1,35 +1,21 @@
-// The networks, written with libtorch's C++ frontend: the DeePSiM encoder,
-// generator and discriminator, and the comparator architectures (torchvision's
-// AlexNet and VGG16, the project's Exemplar-CNN).
-//
-// Conventions from the paper: leaky ReLU with slope 0.3, MSRA (He)
-// initialisation, no batch norm, linear output layers. Up-sampling is the
-// paper's transposed convolution (kernel 4, stride 2, padding 1; see
-// UpConv) or a nearest-neighbour resize followed by a 3x3 convolution,
-// which cannot make the periodic checkerboard artifacts of the former
-// (Odena et al., 2016).
+// The networks a run trains: the DeePSiM encoder and generators, and the
+// discriminators. Up-sampling is the paper's transposed convolution
+// (kernel 4, stride 2, padding 1; see UpConv) or a nearest-neighbour resize
+// followed by a 3x3 convolution, which cannot make the periodic
+// checkerboard artifacts of the former (Odena et al., 2016). Generators'
+// output layers are linear.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
-#include <stdexcept>
-#include <string>
 #include <vector>
 
+#include "layers.h"
+
 namespace deepsim {
-
-namespace nn = torch::nn;
-
-constexpr double kLeak = 0.3;
-
-inline nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1,
-                       int64_t pad = -1) {
-  if (pad < 0) pad = k / 2;
-  return nn::Conv2d(
-      nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
-}
 
 // The paper's up-convolution, a transposed convolution with kernel 4,
 // stride 2 and padding 1, computed as what it equals: a 3x3 convolution
@@ -76,10 +62,6 @@ inline void push_upsample(nn::Sequential& seq, Upsample how, int64_t in,
                                   .scale_factor(std::vector<double>{2, 2})
                                   .mode(torch::kNearest)));
   seq->push_back(conv(in, out, 3));
-}
-
-inline nn::LeakyReLU leaky() {
-  return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(kLeak));
 }
 
 // Which rows of the global batch this process trains on, and the generator
@@ -129,21 +111,6 @@ inline void push_decoder(nn::Sequential& body, Upsample how, int64_t ch,
     ch = out;
   }
   body->push_back(conv(ch, 3, 3));  // linear output
-}
-
-// He initialisation for every conv and linear layer of a module; biases 0.
-inline void msra_init(nn::Module& m) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : m.named_parameters()) {
-    const auto& name = p.key();
-    auto& t = p.value();
-    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
-      t.zero_();
-    } else if (t.dim() >= 2) {
-      nn::init::kaiming_normal_(t, kLeak, torch::kFanIn,
-                                torch::kLeakyReLU);
-    }
-  }
 }
 
 // Number of x2 stages between a size x size image and its size/8 code.
@@ -254,21 +221,26 @@ struct InversionGeneratorImpl : nn::Module {
 };
 TORCH_MODULE(InversionGenerator);
 
-// Discriminator D: the paper's 7x7/5x5/3x3 stack, global average pooling,
-// dropout 0.5 before each fully connected layer. The first stride scales
-// with the crop: 4 from 64 px up, as in the paper's 227 px version.
-// One logit: sigmoid(logit) is the paper's two-way softmax.
+// The discriminators' convolutional trunk: the paper's 7x7/5x5/3x3 stack
+// and global average pooling, to 256 values per image. The first stride
+// scales with the crop: 4 from 64 px up, as in the paper's 227 px version.
+inline nn::Sequential discriminator_trunk(int64_t size) {
+  const int64_t s1 = std::clamp<int64_t>(size / 16, 1, 4);
+  return nn::Sequential(conv(3, 32, 7, s1), leaky(),      //
+                        conv(32, 64, 5), leaky(),         //
+                        conv(64, 128, 3, 2), leaky(),     //
+                        conv(128, 256, 3), leaky(),       //
+                        conv(256, 256, 3, 2), leaky(),    //
+                        nn::AdaptiveAvgPool2d(1), nn::Flatten());
+}
+
+// Discriminator D: the trunk, then dropout 0.5 before each fully connected
+// layer. One logit: sigmoid(logit) is the paper's two-way softmax.
 struct DiscriminatorImpl : nn::Module {
   nn::Sequential features, classifier;
 
   DiscriminatorImpl(int64_t size, std::shared_ptr<BatchRows> rows) {
-    const int64_t s1 = std::clamp<int64_t>(size / 16, 1, 4);
-    features = nn::Sequential(conv(3, 32, 7, s1), leaky(),      //
-                              conv(32, 64, 5), leaky(),         //
-                              conv(64, 128, 3, 2), leaky(),     //
-                              conv(128, 256, 3), leaky(),       //
-                              conv(256, 256, 3, 2), leaky(),    //
-                              nn::AdaptiveAvgPool2d(1), nn::Flatten());
+    features = discriminator_trunk(size);
     classifier = nn::Sequential(BatchDropout(0.5, rows), nn::Linear(256, 256), leaky(),
                                 BatchDropout(0.5, rows), nn::Linear(256, 1));
     register_module("features", features);
@@ -282,92 +254,6 @@ struct DiscriminatorImpl : nn::Module {
 };
 TORCH_MODULE(Discriminator);
 
-// A feature network in torchvision's layout (features, avgpool, classifier)
-// and the chain of its modules that ends at the chosen layer.
-struct FeatureNetImpl : nn::Module {
-  nn::Sequential features, classifier;
-  nn::AdaptiveAvgPool2d avgpool{nullptr};
-  std::vector<nn::AnyModule> chain;
-
-  FeatureNetImpl(nn::Sequential f, int64_t pool, nn::Sequential c)
-      : features(std::move(f)),
-        classifier(std::move(c)),
-        avgpool(nn::AdaptiveAvgPool2d(pool)) {
-    register_module("features", features);
-    register_module("avgpool", avgpool);
-    register_module("classifier", classifier);
-  }
-
-  // Cuts the network after nf feature modules and, when nc > 0, after the
-  // pooling and nc classifier modules.
-  void cut(size_t nf, size_t nc) {
-    chain.clear();
-    for (size_t i = 0; i < nf; i++) chain.push_back(features->begin()[i]);
-    if (nc == 0) return;
-    chain.emplace_back(avgpool);
-    chain.emplace_back(nn::Flatten());
-    for (size_t i = 0; i < nc; i++) chain.push_back(classifier->begin()[i]);
-  }
-
-  torch::Tensor forward(torch::Tensor x) {
-    for (auto& m : chain) x = m.forward(x);
-    return x;
-  }
-};
-TORCH_MODULE(FeatureNet);
-
-inline nn::MaxPool2d maxpool(int64_t k, int64_t s) {
-  return nn::MaxPool2d(nn::MaxPool2dOptions(k).stride(s));
-}
-
-// torchvision's AlexNet.
-inline FeatureNet alexnet() {
-  return FeatureNet(
-      nn::Sequential(conv(3, 64, 11, 4, 2), nn::ReLU(), maxpool(3, 2),
-                     conv(64, 192, 5, 1, 2), nn::ReLU(), maxpool(3, 2),
-                     conv(192, 384, 3, 1, 1), nn::ReLU(),
-                     conv(384, 256, 3, 1, 1), nn::ReLU(),
-                     conv(256, 256, 3, 1, 1), nn::ReLU(), maxpool(3, 2)),
-      6,
-      nn::Sequential(nn::Dropout(0.5), nn::Linear(256 * 6 * 6, 4096), nn::ReLU(),
-                     nn::Dropout(0.5), nn::Linear(4096, 4096), nn::ReLU(),
-                     nn::Linear(4096, 1000)));
-}
-
-// torchvision's VGG16 (configuration D, no batch norm).
-inline FeatureNet vgg16() {
-  nn::Sequential f;
-  int64_t in = 3;
-  for (int64_t v : {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0,
-                    512, 512, 512, 0}) {
-    if (v == 0) {
-      f->push_back(maxpool(2, 2));
-    } else {
-      f->push_back(conv(in, v, 3, 1, 1));
-      f->push_back(nn::ReLU());
-      in = v;
-    }
-  }
-  return FeatureNet(
-      f, 7,
-      nn::Sequential(nn::Linear(512 * 7 * 7, 4096), nn::ReLU(), nn::Dropout(0.5),
-                     nn::Linear(4096, 4096), nn::ReLU(), nn::Dropout(0.5),
-                     nn::Linear(4096, 1000)));
-}
-
-// The project's Exemplar-CNN for 64 px inputs: small enough to train on two
-// cores and to ship, with a surrogate-class head used only in training.
-inline FeatureNet exemplar(int64_t classes) {
-  return FeatureNet(
-      nn::Sequential(conv(3, 32, 5), nn::ReLU(), maxpool(2, 2),     // conv1
-                     conv(32, 64, 5), nn::ReLU(), maxpool(2, 2),    // conv2
-                     conv(64, 128, 3), nn::ReLU(), maxpool(2, 2),   // conv3
-                     conv(128, 256, 3), nn::ReLU()),                // conv4
-      1,
-      nn::Sequential(nn::Linear(256, 512), nn::ReLU(), nn::Dropout(0.5),
-                     nn::Linear(512, classes)));
-}
-
 // The inversion discriminator: D's image features joined, before the
 // classifier, to a small embedding of the features being inverted, as in
 // the paper. Spatial features are average-pooled to at most 4 x 4 first.
@@ -376,13 +262,7 @@ struct ConditionalDiscriminatorImpl : nn::Module {
 
   ConditionalDiscriminatorImpl(int64_t size, int64_t c, int64_t h, int64_t w,
                                std::shared_ptr<BatchRows> rows) {
-    const int64_t s1 = std::clamp<int64_t>(size / 16, 1, 4);
-    features = nn::Sequential(conv(3, 32, 7, s1), leaky(),      //
-                              conv(32, 64, 5), leaky(),         //
-                              conv(64, 128, 3, 2), leaky(),     //
-                              conv(128, 256, 3), leaky(),       //
-                              conv(256, 256, 3, 2), leaky(),    //
-                              nn::AdaptiveAvgPool2d(1), nn::Flatten());
+    features = discriminator_trunk(size);
     const int64_t k = std::min<int64_t>(std::min(h, w), 4);
     embed = nn::Sequential(nn::AdaptiveAvgPool2d(k), nn::Flatten(), nn::Linear(c * k * k, 256),
                            leaky());

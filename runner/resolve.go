@@ -1,0 +1,93 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/pretrained"
+)
+
+// A Request is what a train command asks for beyond the configuration its
+// flags make.
+type Request struct {
+	Out          string
+	Resume       bool
+	PaperWeights bool // the paper's loss weights, rescaled (PaperWeights)
+	// Given tells whether a flag was given on the command line.
+	Given func(flag string) bool
+	// Reapply applies the flags given to a configuration: on Resume, to
+	// the run's saved one.
+	Reapply func(*Config) error
+}
+
+// ErrUsage marks a request that contradicts itself.
+var ErrUsage = errors.New("usage")
+
+// Resolve is the configuration a run trains with. A new run takes cfg,
+// with the defaults that depend on the store; a resumed run takes its
+// saved configuration with the flags given applied, which may change only
+// what CheckResume allows. In a group rank 0 resolves it and every other
+// rank takes rank 0's, with its own thread count.
+func Resolve(cfg Config, req Request, store pretrained.Store, g *graphs.Group, log *slog.Logger) (Config, error) {
+	resolve := func() (Config, error) {
+		if req.Resume {
+			return resumed(req)
+		}
+		return fresh(cfg, req, store, log)
+	}
+	if g == nil {
+		return resolve()
+	}
+	return shareConfig(g, cfg.Threads, resolve)
+}
+
+// resumed is the run's saved configuration with the flags given applied.
+func resumed(req Request) (Config, error) {
+	saved, err := LoadConfig(req.Out)
+	if err != nil {
+		return saved, err
+	}
+	cfg := saved
+	cfg.Data, cfg.Heldout = nil, nil // when given, the flags replace the lists
+	if err := req.Reapply(&cfg); err != nil {
+		return cfg, err
+	}
+	if len(cfg.Data) == 0 {
+		cfg.Data = saved.Data
+	}
+	if len(cfg.Heldout) == 0 {
+		cfg.Heldout = saved.Heldout
+	}
+	return cfg, CheckResume(saved, cfg)
+}
+
+// fresh is a new run's configuration: the trained comparator where the
+// store has it and no comparator flag was given, and the paper's weights
+// when asked for.
+func fresh(cfg Config, req Request, store pretrained.Store, log *slog.Logger) (Config, error) {
+	if !req.Given("comparator") && !req.Given("comparator-size") && !req.Given("layer") && PreferTrainedComparator(&cfg, store) {
+		log.Info("comparator: the imported MobileNetV2, the default where make models has run ("+DefaultComparator+" otherwise)",
+			"comparator", cfg.Comparator, "comparator_size", cfg.ComparatorSize)
+	}
+	if !req.PaperWeights {
+		return cfg, nil
+	}
+	weighted := false
+	for _, t := range LossTerms {
+		weighted = weighted || req.Given(t.Flag())
+	}
+	if cfg.Task != TaskInversion || weighted {
+		return cfg, fmt.Errorf("%w: --paper-weights is for --task inversion, without --lambda-*", ErrUsage)
+	}
+	if err := PaperWeights(&cfg, store); err != nil {
+		return cfg, err
+	}
+	args := []any{}
+	for i, t := range LossTerms {
+		args = append(args, t.Key(), cfg.Weights[i])
+	}
+	log.Info("loss weights: the paper's, rescaled", args...)
+	return cfg, nil
+}
