@@ -8,11 +8,12 @@
 # "train_acc" out of a comparator run's metrics line when the batch
 # accuracy was exactly 0 (a JSON omitempty); now it is always logged.
 #   scripts/same-as.sh [BASE_COMMIT] [PHOTO_DIR]
-# BASE_COMMIT defaults to 4b9bc1e, the last commit before the structure
-# refactor; PHOTO_DIR to the default photos (make deps installs them).
+# BASE_COMMIT defaults to 140dfc6, the last commit before the second
+# structure round (one loop, the term table, networks opened once);
+# PHOTO_DIR to the default photos (make deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-base=${1:-4b9bc1e}
+base=${1:-140dfc6}
 photos=${2:-/usr/share/backgrounds}
 tmp=$(mktemp -d)
 trap 'git worktree remove --force "$tmp/src" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
@@ -34,6 +35,7 @@ declare -A runs=(
 	[autoencoder-resize]="--task autoencoder --upsample resize"
 	[vae]="--task vae --upsample deconv"
 	[comparator]="--task comparator --size 64 --batch 8 --classes 4"
+	[inversion]="--task inversion --target exemplar --layer conv2 --upsample deconv"
 )
 fail=0
 same() { # same WHAT FILE_A FILE_B
@@ -63,12 +65,15 @@ for bin in before after; do
 	"$tmp/$bin" sample --run "$tmp/before-vae" --n 6 --seed 2 --out "$tmp/$bin-sample.png" 2>/dev/null
 	"$tmp/$bin" similarity "$tmp/crops/$a" "$tmp/crops/$b" --json >"$tmp/$bin.sim" 2>/dev/null
 	"$tmp/$bin" reconstruct --run "$tmp/before-autoencoder-resize" --out "$tmp/$bin-recon" "$tmp/crops" 2>/dev/null
+	"$tmp/$bin" reconstruct --run "$tmp/before-inversion" --out "$tmp/$bin-recon-inversion" "$tmp/crops" 2>/dev/null
+	"$tmp/$bin" eval --run "$tmp/before-inversion" --data "$tmp/data" --n 8 --json >"$tmp/$bin.eval-inversion" 2>/dev/null
 done
 same "eval --json" "$tmp/before.eval" "$tmp/after.eval"
+same "eval --json (inversion)" "$tmp/before.eval-inversion" "$tmp/after.eval-inversion"
 same "sample" "$tmp/before-sample.png" "$tmp/after-sample.png"
 same "similarity --json" "$tmp/before.sim" "$tmp/after.sim"
-for f in "$tmp/before-recon"/*.png; do
-	same "reconstruct $(basename "$f")" "$f" "$tmp/after-recon/$(basename "$f")"
+for f in "$tmp/before-recon"/*.png "$tmp/before-recon-inversion"/*.png; do
+	same "reconstruct $(basename "$(dirname "$f")")/$(basename "$f")" "$f" "${f/before-recon/after-recon}"
 done
 if [ $fail = 0 ]; then echo "same as $base"; else echo "NOT the same as $base"; fi
 exit $fail
