@@ -51,7 +51,7 @@ func openOutput(cfg Config, opt TrainOptions, log *slog.Logger) (output, error) 
 type discard struct{}
 
 func (discard) start(context.Context, *graphs.Model, *pipeline.Set) (int64, error) { return 0, nil }
-func (discard) append(Metrics, []graphs.Term, []graphs.Term) error                                { return nil }
+func (discard) append(Metrics, []graphs.Term, []graphs.Term) error                 { return nil }
 func (discard) save(*graphs.Model, int64) error                                    { return nil }
 func (discard) interrupted(*graphs.Model, int64) error                             { return nil }
 func (discard) lastGood() string                                                   { return "rank 0 keeps the run's checkpoints" }
