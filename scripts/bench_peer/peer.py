@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """deepsim's training step written in PyTorch eager, the way a user would
-write it: the same networks (graphs/nets.h), the same DeePSiM loss and
+write it: the same networks (graphs/trained.h), the same DeePSiM loss and
 balancing (graphs/model.cpp), nn.ConvTranspose2d for the up-convolutions,
 float32, default memory format. runner's BenchmarkPeer drives it.
 
