@@ -134,7 +134,7 @@ func cmdReconstruct(ctx context.Context, args []string, log *slog.Logger, stderr
 		return usageErr(err)
 	}
 	opt.Inputs, opt.Log = inputs, log
-	opt.Store = pretrained.Store{Home: pretrained.DefaultHome()}
+	opt.Store = pretrained.NewStore(pretrained.DefaultHome())
 	if opt.Run == "" || opt.Out == "" || (len(opt.Inputs) == 0 && opt.Features == "") {
 		fmt.Fprintln(stderr, "usage: runner reconstruct --run RUN --out DIR IMAGE_OR_DIR...\n"+
 			"       runner reconstruct --run RUN --out DIR --features FILE.npy")
@@ -151,7 +151,7 @@ func cmdReconstruct(ctx context.Context, args []string, log *slog.Logger, stderr
 func cmdFeatures(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
 	const use = "usage: runner features --target SPEC --layer L --out FILE.npy [--size 64] [--target-size PX] IMAGE_OR_DIR...\n" +
 		"       runner features --run INVERSION_RUN --out FILE.npy IMAGE_OR_DIR..."
-	opt := runner.FeaturesOptions{Size: 64, Log: log, Store: pretrained.Store{Home: pretrained.DefaultHome()}}
+	opt := runner.FeaturesOptions{Size: 64, Log: log, Store: pretrained.NewStore(pretrained.DefaultHome())}
 	var run, layer string
 	fs := flag.NewFlagSet("features", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -235,7 +235,7 @@ func cmdSample(ctx context.Context, args []string, log *slog.Logger, stdout, std
 }
 
 func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
-	opt := runner.EvalOptions{N: 256, Seed: 1, Log: log, Store: pretrained.Store{Home: pretrained.DefaultHome()}}
+	opt := runner.EvalOptions{N: 256, Seed: 1, Log: log, Store: pretrained.NewStore(pretrained.DefaultHome())}
 	var data listFlag
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -271,7 +271,7 @@ func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stder
 }
 
 func cmdAblate(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
-	opt := runner.AblateOptions{Base: runner.Defaults(), N: 256, Log: log, Store: pretrained.Store{Home: pretrained.DefaultHome()}}
+	opt := runner.AblateOptions{Base: runner.Defaults(), N: 256, Log: log, Store: pretrained.NewStore(pretrained.DefaultHome())}
 	var heldout listFlag
 	fs := flag.NewFlagSet("ablate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -305,7 +305,7 @@ func cmdAblate(ctx context.Context, args []string, log *slog.Logger, stdout, std
 }
 
 func cmdSimilarity(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
-	opt := runner.SimilarityOptions{Comparator: runner.DefaultComparator, Log: log, Store: pretrained.Store{Home: pretrained.DefaultHome()}}
+	opt := runner.SimilarityOptions{Comparator: runner.DefaultComparator, Log: log, Store: pretrained.NewStore(pretrained.DefaultHome())}
 	fs := flag.NewFlagSet("similarity", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&opt.Comparator, "comparator", opt.Comparator, "comparator whose features are compared")
@@ -390,7 +390,7 @@ func cmdComparator(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, use)
 		return errUsage
 	}
-	store := pretrained.Store{Home: pretrained.DefaultHome()}
+	store := pretrained.NewStore(pretrained.DefaultHome())
 	switch args[0] {
 	case "import":
 		fs := flag.NewFlagSet("comparator import", flag.ContinueOnError)

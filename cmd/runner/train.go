@@ -169,7 +169,7 @@ func launchLocal(ctx context.Context, n, threads int, args []string, log *slog.L
 // train resolves the run's configuration and trains it.
 func train(ctx context.Context, cfg runner.Config, inv invocation, fs *flag.FlagSet, args []string,
 	group *graphs.Group, log *slog.Logger, stderr io.Writer) error {
-	store := pretrained.Store{Home: pretrained.DefaultHome()}
+	store := pretrained.NewStore(pretrained.DefaultHome())
 	req := runner.Request{Out: inv.out, Resume: inv.resume, PaperWeights: inv.paper,
 		Given: func(name string) bool { return given(fs, name) },
 		Reapply: func(c *runner.Config) error {
