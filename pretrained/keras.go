@@ -40,7 +40,7 @@ func IsTFJS(src string) bool {
 		base == "model.json" || base == "model.min.js"
 }
 
-func (s Store) graphPath(name string) string { return filepath.Join(s.dir(), name+".graph.json") }
+func (s Store) graphPath(name string) string { return s.path(name, graphExt) }
 
 // ImportTFJS reads a TF.js layers model (see tfjs.Load: src and model) and
 // stores it under name: its weights as a state dict in PyTorch's layouts,
@@ -134,7 +134,7 @@ func tryGraph(layers []graphs.Layer, weights string, norm graphs.Norm, e Entry) 
 
 // graphSpec fills in how to build an imported Keras network.
 func (s Store) graphSpec(e Entry, gs *graphs.ComparatorSpec) error {
-	b, err := s.read("comparators/" + e.Name + ".graph.json")
+	b, err := s.read(e.Name, graphExt)
 	if err != nil {
 		return fmt.Errorf("comparator %q: its layer graph: %w", e.Name, err)
 	}

@@ -62,13 +62,13 @@ func (n *networks) put(spec string, net *Network) {
 	n.m[spec] = net
 }
 
-// read reads a file of the store by its path under Home.
-func (s Store) read(rel string) ([]byte, error) {
+// read reads NAME's file with extension ext.
+func (s Store) read(name, ext string) ([]byte, error) {
 	fsys := s.FS
 	if fsys == nil {
 		fsys = os.DirFS(s.Home)
 	}
-	return fs.ReadFile(fsys, rel)
+	return fs.ReadFile(fsys, entryFile(name, ext))
 }
 
 // Entry describes one imported comparator.
@@ -92,12 +92,29 @@ type Entry struct {
 	Params      int      `json:"params,omitempty"`
 }
 
-func (s Store) dir() string { return filepath.Join(s.Home, "comparators") }
+// The files an entry NAME has in the store: its record, its weights and,
+// for a Keras import, its layer graph.
+const (
+	storeDir    = "comparators" // under Home
+	manifestExt = ".json"
+	weightsExt  = ".pt"
+	graphExt    = ".graph.json"
+)
+
+// entryFile is NAME's file with extension ext, as a slash path under Home:
+// what the store reads (read) and writes (path).
+func entryFile(name, ext string) string { return storeDir + "/" + name + ext }
+
+func (s Store) path(name, ext string) string {
+	return filepath.Join(s.Home, filepath.FromSlash(entryFile(name, ext)))
+}
+
+func (s Store) dir() string { return filepath.Join(s.Home, storeDir) }
 
 // WeightsPath is where the store keeps NAME's state dict.
-func (s Store) WeightsPath(name string) string { return filepath.Join(s.dir(), name+".pt") }
+func (s Store) WeightsPath(name string) string { return s.path(name, weightsExt) }
 
-func (s Store) manifestPath(name string) string { return filepath.Join(s.dir(), name+".json") }
+func (s Store) manifestPath(name string) string { return s.path(name, manifestExt) }
 
 // ImportHint is the command that puts weights in the store, for errors.
 const ImportHint = "runner comparator import FILE.pth|MODEL.tgz --as NAME [--arch alexnet|vgg16] [--model PATH]"
@@ -246,7 +263,7 @@ func (s Store) Lookup(name string) (Entry, error) {
 	if s.Home == "" {
 		return Entry{}, fmt.Errorf("no comparator %q: no comparator store (set DEEPSIM_HOME or HOME)", name)
 	}
-	b, err := s.read("comparators/" + name + ".json")
+	b, err := s.read(name, manifestExt)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Entry{}, fmt.Errorf("no comparator %q in %s: import its weights first with\n  %s\n(or name %s-random explicitly for random weights)",
 			name, s.dir(), ImportHint, name)
@@ -269,7 +286,7 @@ func sha256Hex(b []byte) string {
 // weights reads e's stored weights, checked against their recorded
 // SHA-256: the bytes returned are the bytes checked.
 func (s Store) weights(e Entry) ([]byte, error) {
-	b, err := s.read("comparators/" + e.Name + ".pt")
+	b, err := s.read(e.Name, weightsExt)
 	if err != nil {
 		return nil, fmt.Errorf("comparator %q: %w", e.Name, err)
 	}

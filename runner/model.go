@@ -19,16 +19,20 @@ func OpenModel(run string, store pretrained.Store) (*graphs.Model, Config, error
 	}
 	graphs.SetThreads(cfg.Threads)
 	t, _ := taskNamed(cfg.Task) // LoadConfig knows the task
-	target, weights, err := t.target(cfg, store)
+	net, err := t.target(cfg, store)
 	if err != nil {
 		return nil, cfg, err
 	}
-	if target != nil {
-		defer target.Close()
-		if weights != cfg.TargetWeights {
+	var target *graphs.Comparator
+	if net != nil {
+		if net.Fingerprint != cfg.TargetWeights {
 			return nil, cfg, fmt.Errorf("%s inverts %s with weights %s, but the store has %s: import the same weights again",
-				run, cfg.TargetSpec(), cfg.TargetWeights, weights)
+				run, cfg.TargetSpec(), cfg.TargetWeights, net.Fingerprint)
 		}
+		if target, err = net.Open(cfg.TargetSide()); err != nil {
+			return nil, cfg, err
+		}
+		defer target.Close()
 	}
 	model, err := graphs.NewModel(cfg.Graph(), nil, target)
 	if err != nil {

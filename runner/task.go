@@ -31,10 +31,9 @@ type task interface {
 	// feature loss compares with, and an inversion's target. They are
 	// opened before the images load, so that a missing one fails fast.
 	networks(c Config, store pretrained.Store) (fixedNets, error)
-	// target opens the network whose features the model takes as input,
-	// at the side it sees images at, and fingerprints its weights; nil
-	// when the task has none.
-	target(c Config, store pretrained.Store) (*graphs.Comparator, string, error)
+	// target resolves the network whose features the model takes as
+	// input (opened at c.TargetSide()); nil when the task has none.
+	target(c Config, store pretrained.Store) (*pretrained.Network, error)
 	// space is the network whose features measure a run's feature error,
 	// and the side it sees images at ("" when the task has none).
 	space(c Config) (spec string, side int)

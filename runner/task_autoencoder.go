@@ -64,9 +64,7 @@ func (t deepsimTask) engine() graphs.Task {
 
 func (deepsimTask) generative() bool { return true }
 
-func (deepsimTask) target(Config, pretrained.Store) (*graphs.Comparator, string, error) {
-	return nil, "", nil
-}
+func (deepsimTask) target(Config, pretrained.Store) (*pretrained.Network, error) { return nil, nil }
 
 func (deepsimTask) space(c Config) (string, int) { return c.ComparatorSpec(), c.ComparatorSize }
 

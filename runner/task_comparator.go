@@ -43,9 +43,7 @@ func (comparatorTask) engine() graphs.Task { return graphs.ComparatorTask }
 
 func (comparatorTask) generative() bool { return false }
 
-func (comparatorTask) target(Config, pretrained.Store) (*graphs.Comparator, string, error) {
-	return nil, "", nil
-}
+func (comparatorTask) target(Config, pretrained.Store) (*pretrained.Network, error) { return nil, nil }
 
 func (comparatorTask) space(Config) (string, int) { return "", 0 }
 

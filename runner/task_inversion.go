@@ -43,14 +43,9 @@ func (inversionTask) engine() graphs.Task { return graphs.Inversion }
 
 func (inversionTask) generative() bool { return true }
 
-// target opens the target at the inverted layer.
-func (inversionTask) target(c Config, store pretrained.Store) (*graphs.Comparator, string, error) {
-	net, err := pretrained.Resolve(c.TargetSpec(), store)
-	if err != nil {
-		return nil, "", err
-	}
-	target, err := net.Open(c.TargetSide())
-	return target, net.Fingerprint, err
+// target is the target at the inverted layer.
+func (inversionTask) target(c Config, store pretrained.Store) (*pretrained.Network, error) {
+	return pretrained.Resolve(c.TargetSpec(), store)
 }
 
 // Feature errors are in the target's space at the inverted layer, as in
@@ -61,8 +56,12 @@ func (inversionTask) space(c Config) (string, int) { return c.TargetSpec(), c.Ta
 // comparator.
 func (t inversionTask) networks(c Config, store pretrained.Store) (fixedNets, error) {
 	var n fixedNets
-	var err error
-	if n.target, n.targetWeights, err = t.target(c, store); err != nil {
+	target, err := t.target(c, store)
+	if err != nil {
+		return fixedNets{}, err
+	}
+	n.targetWeights = target.Fingerprint
+	if n.target, err = target.Open(c.TargetSide()); err != nil {
 		return fixedNets{}, err
 	}
 	switch {
