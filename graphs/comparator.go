@@ -135,6 +135,37 @@ func (c *Comparator) Features(x []float32, n, h, w int) ([]float32, [4]int, erro
 	return f, shape, nil
 }
 
+// maxProbe bounds MinSide's search: no network here needs more.
+const maxProbe = 512
+
+// MinSide is the smallest side of a square image whose features c
+// computes at the image's own size: pooling and unpadded layers leave
+// nothing of a smaller one (InceptionV3's taps need 75 px). It is found by
+// trying, one forward pass of a blank image a try, so it is meant for a
+// comparator built with InputNative (one that resizes takes any image).
+func (c *Comparator) MinSide() (int, error) {
+	takes := func(side int) bool {
+		_, _, err := c.Features(make([]float32, 3*side*side), 1, side, side)
+		return err == nil
+	}
+	// Doubling to the first side it takes, then halving the interval.
+	lo, hi := 1, 8
+	for !takes(hi) {
+		if hi >= maxProbe {
+			return 0, fmt.Errorf("computes no features of an image of %d px", maxProbe)
+		}
+		lo, hi = hi+1, hi*2
+	}
+	for lo < hi {
+		if mid := (lo + hi) / 2; takes(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return hi, nil
+}
+
 // Distance returns the perceptual distance of n pairs of images of h x w
 // (a[i], b[i], NCHW float32 in [-1,1]): LPIPS without its learned weights.
 // At each tap the features are scaled to unit length over channels at every

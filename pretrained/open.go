@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/deepsim/deepsim/graphs"
 )
@@ -57,6 +58,10 @@ type Network struct {
 	// layer graph), or "random:ARCH:seedN" for the fixed-seed random ones.
 	Fingerprint string
 	gs          graphs.ComparatorSpec // all but the input side
+
+	minOnce sync.Once
+	min     int // MinSide's answer
+	minErr  error
 }
 
 // Resolve reads the network a spec names: one read of the store's record
@@ -131,6 +136,50 @@ func (n *Network) Open(inputSize int) (*graphs.Comparator, error) {
 	}
 	return c, nil
 }
+
+// MinSide is the smallest side of a square image whose features the
+// network computes (graphs.Comparator.MinSide), found once per network.
+func (n *Network) MinSide() (int, error) {
+	n.minOnce.Do(func() { n.min, n.minErr = n.findMinSide() })
+	return n.min, n.minErr
+}
+
+func (n *Network) findMinSide() (int, error) {
+	c, err := n.Open(NativeSize)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	side, err := c.MinSide()
+	if err != nil {
+		return 0, fmt.Errorf("comparator %s: %w", n.Spec, err)
+	}
+	return side, nil
+}
+
+// Side is the side the network should see images at when asked for side
+// (resized to it): side itself, or the least the network takes when side
+// is smaller, and then enlarged is true. flag names the flag that gave
+// side, "" for a default: a side a user gave is never changed, and one
+// that is too small is refused with the network, its minimum and the flag.
+func (n *Network) Side(side int, flag string) (size int, enlarged bool, err error) {
+	least, err := n.MinSide()
+	if err != nil {
+		return 0, false, err
+	}
+	least = max(least, MinInputSize)
+	switch {
+	case side >= least:
+		return side, false, nil
+	case flag != "":
+		return 0, false, fmt.Errorf("comparator %s takes images of at least %d px: %s %d is smaller (leave it out to use %d)",
+			n.Spec, least, flag, side, least)
+	}
+	return least, true, nil
+}
+
+// MinInputSize is the least side a comparator resizes its input to.
+const MinInputSize = 16
 
 // OpenString resolves and opens a spec.
 func OpenString(spec string, store Store, inputSize int) (*graphs.Comparator, error) {

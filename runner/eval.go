@@ -30,10 +30,13 @@ type EvalOptions struct {
 // Errors in % are normalised, as in the paper, by the mean squared distance
 // between random pairs of the inputs in the same space.
 type EvalResult struct {
-	Run                        string  `json:"run"`
-	N                          int     `json:"n"`
-	Comparator                 string  `json:"comparator"`
-	Judge                      string  `json:"judge"`
+	Run        string `json:"run"`
+	N          int    `json:"n"`
+	Comparator string `json:"comparator"`
+	Judge      string `json:"judge"`
+	// JudgeSize is the side the judge saw the crops at when not their own:
+	// --judge-size, or the least its network takes.
+	JudgeSize                  int     `json:"judge_size,omitempty"`
 	PSNR                       float64 `json:"psnr"`
 	SSIM                       float64 `json:"ssim"`
 	ImageErrorPct              float64 `json:"image_error_pct"`
@@ -45,32 +48,28 @@ type EvalResult struct {
 	SharpnessRatio     float64 `json:"sharpness_ratio"`
 }
 
-// The trained judges make deps imports, in order of preference, and the
-// least input side each one's default taps take.
-var trainedJudges = []struct {
-	name    string
-	minSide int
-}{{"mobilenetv2", 0}, {"inceptionv3", 75}}
+// The trained judges make deps imports, in order of preference.
+var trainedJudges = []string{"mobilenetv2", "inceptionv3"}
 
 // DefaultJudge is the independent comparator eval uses unless told: the
 // trained MobileNetV2 that make deps imports, or for runs that trained with
 // it the InceptionV3, at its default taps. With neither in the store it is
 // a random VGG16 (a random AlexNet for runs that trained with a VGG16), and
 // trained is false: a random network is a weak judge, which callers say.
-func DefaultJudge(runComparator string, store pretrained.Store) (judge string, minSide int, trained bool) {
+func DefaultJudge(runComparator string, store pretrained.Store) (judge string, trained bool) {
 	s, _ := pretrained.Parse(runComparator)
 	for _, j := range trainedJudges {
-		if j.name == s.Name {
+		if j == s.Name {
 			continue
 		}
-		if _, err := store.Lookup(j.name); err == nil {
-			return j.name, j.minSide, true
+		if _, err := store.Lookup(j); err == nil {
+			return j, true
 		}
 	}
 	if s.Name == "vgg16-random" {
-		return "alexnet-random:conv2", 0, false
+		return "alexnet-random:conv2", false
 	}
-	return "vgg16-random:conv3_3", 0, false
+	return "vgg16-random:conv3_3", false
 }
 
 // Evaluate reconstructs N seeded crops of the images in Data with a trained
@@ -99,25 +98,19 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	t, _ := taskNamed(cfg.Task)
 	space, spaceSize := t.space(cfg)
 	res := &EvalResult{Run: opt.Run, N: opt.N, Comparator: space, Judge: opt.Judge}
-	// The judge sees crops at their own size: resizing 64 px crops to 224
-	// would measure the resampling more than the reconstruction.
-	judgeSize := cfg.Size
 	if res.Judge == "" {
-		judge, minSide, trained := DefaultJudge(res.Comparator, opt.Store)
+		judge, trained := DefaultJudge(res.Comparator, opt.Store)
 		if !trained {
 			log.Warn("no trained judge in the store: judging with random weights (make deps imports mobilenetv2)", "judge", judge)
 		}
-		res.Judge, judgeSize = judge, max(judgeSize, minSide)
-	}
-	if opt.JudgeSize > 0 {
-		judgeSize = opt.JudgeSize
+		res.Judge = judge
 	}
 	comp, err := pretrained.OpenString(space, opt.Store, spaceSize)
 	if err != nil {
 		return nil, err
 	}
 	defer comp.Close()
-	judge, err := pretrained.OpenString(res.Judge, opt.Store, judgeSize)
+	judge, err := openJudge(res, cfg.Size, opt, log)
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +178,32 @@ func inChunks(x []float32, n, per int, f func([]float32, int) ([]float32, error)
 		out = append(out, part...)
 	}
 	return out, nil
+}
+
+// openJudge opens res.Judge at the side it sees the crops at: their own
+// (resizing 64 px crops to 224 would measure the resampling more than the
+// reconstruction), --judge-size, or the least its network takes when the
+// crops are smaller, which res then records.
+func openJudge(res *EvalResult, crop int, opt EvalOptions, log *slog.Logger) (*graphs.Comparator, error) {
+	net, err := pretrained.Resolve(res.Judge, opt.Store)
+	if err != nil {
+		return nil, err
+	}
+	side, flag := crop, ""
+	if opt.JudgeSize > 0 {
+		side, flag = opt.JudgeSize, "--judge-size"
+	}
+	side, enlarged, err := net.Side(side, flag)
+	if err != nil {
+		return nil, err
+	}
+	if enlarged {
+		log.Info("the judge sees the crops enlarged to the least its network takes", "judge", res.Judge, "crop", crop, "side", side)
+	}
+	if side != crop {
+		res.JudgeSize = side
+	}
+	return net.Open(side)
 }
 
 // distances returns the judge's perceptual distance of each pair of n

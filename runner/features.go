@@ -123,11 +123,22 @@ func Features(ctx context.Context, opt FeaturesOptions) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	side := opt.TargetSize
-	if side <= 0 {
-		side = opt.Size
+	net, err := pretrained.Resolve(opt.Target, opt.Store)
+	if err != nil {
+		return nil, err
 	}
-	target, err := pretrained.OpenString(opt.Target, opt.Store, side)
+	side, flag := opt.Size, ""
+	if opt.TargetSize > 0 {
+		side, flag = opt.TargetSize, "--target-size"
+	}
+	side, enlarged, err := net.Side(side, flag)
+	if err != nil {
+		return nil, err
+	}
+	if enlarged {
+		log.Info("the target sees the images enlarged to the least side it takes", "target", opt.Target, "size", opt.Size, "side", side)
+	}
+	target, err := net.Open(side)
 	if err != nil {
 		return nil, err
 	}

@@ -63,6 +63,59 @@ func resumed(req Request) (Config, error) {
 	return cfg, CheckResume(saved, cfg)
 }
 
+// fitSides raises the sides a new run's fixed networks see images at to
+// the least each takes, where the side is a default (an inversion's target
+// sees the crops at their own size, which may be too small for its
+// layer); a side given by its flag that is too small is refused. The
+// sides it sets are recorded in config.json, so a resumed run and the
+// commands that use the run see what training saw.
+func fitSides(cfg *Config, req Request, store pretrained.Store, log *slog.Logger) error {
+	if cfg.Validate() != nil {
+		return nil // Train refuses the configuration with the reason
+	}
+	flag := func(name string) string {
+		if req.Given(name) {
+			return "--" + name
+		}
+		return ""
+	}
+	fit := func(net *pretrained.Network, side *int, flag string) error {
+		least, enlarged, err := net.Side(*side, flag)
+		if err != nil {
+			return err
+		}
+		if enlarged {
+			log.Info("the network sees the crops enlarged to the least side it takes", "network", net.Spec.String(), "size", cfg.Size, "side", least)
+			*side = least
+		}
+		return nil
+	}
+	t, _ := taskNamed(cfg.Task)
+	target, err := t.target(*cfg, store)
+	if err != nil {
+		return err
+	}
+	if target != nil {
+		side := cfg.TargetSide()
+		if err := fit(target, &side, flag("target-size")); err != nil {
+			return err
+		}
+		if side != cfg.TargetSide() {
+			cfg.TargetSize = side
+		}
+	}
+	// A comparator at its own input size takes any crop; an inversion's
+	// that is its target sees what the target sees.
+	if cfg.Comparator == "" || cfg.ComparatorSize <= 0 || cfg.Weights.Of(TermFeat) <= 0 {
+		return nil
+	}
+	comp, err := pretrained.Resolve(cfg.ComparatorSpec(), store)
+	if err != nil {
+		return err
+	}
+	return fit(comp, &cfg.ComparatorSize, flag("comparator-size"))
+}
+
 // fresh is a new run's configuration: the trained comparator where the
 // store has it and no comparator flag was given, and the paper's weights
 // when asked for.
@@ -70,6 +123,9 @@ func fresh(cfg Config, req Request, store pretrained.Store, log *slog.Logger) (C
 	if !req.Given("comparator") && !req.Given("comparator-size") && !req.Given("layer") && PreferTrainedComparator(&cfg, store) {
 		log.Info("comparator: the imported MobileNetV2, the default where make models has run ("+DefaultComparator+" otherwise)",
 			"comparator", cfg.Comparator, "comparator_size", cfg.ComparatorSize)
+	}
+	if err := fitSides(&cfg, req, store, log); err != nil {
+		return cfg, err
 	}
 	if !req.PaperWeights {
 		return cfg, nil

@@ -76,9 +76,13 @@ func Similarity(ctx context.Context, opt SimilarityOptions) ([]Pair, error) {
 		return nil, err
 	}
 	defer comp.Close()
-	perceptual := opt.Judge != ""
+	least, err := comp.MinSide()
+	if err != nil {
+		return nil, fmt.Errorf("comparator %s: %w", spec, err)
+	}
+	c := comparer{comp: comp, spec: spec, least: least, perceptual: opt.Judge != "", log: log}
 	if !sa.IsDir() {
-		p, dmap, err := comparePair(comp, perceptual, filepath.Base(opt.A), opt.A, opt.B, log)
+		p, dmap, err := c.pair(filepath.Base(opt.A), opt.A, opt.B)
 		if err != nil {
 			return nil, err
 		}
@@ -103,7 +107,7 @@ func Similarity(ctx context.Context, opt SimilarityOptions) ([]Pair, error) {
 			out = append(out, Pair{Name: n.name, Error: "only in " + n.only})
 			continue
 		}
-		p, _, err := comparePair(comp, perceptual, n.name, filepath.Join(opt.A, n.name), filepath.Join(opt.B, n.name), log)
+		p, _, err := c.pair(n.name, filepath.Join(opt.A, n.name), filepath.Join(opt.B, n.name))
 		if err != nil {
 			log.Warn("skipping pair", "name", n.name, "reason", err.Error())
 			out = append(out, Pair{Name: n.name, Error: err.Error()})
@@ -167,10 +171,21 @@ func pairNames(a, b string) ([]pairName, error) {
 	return out, nil
 }
 
-// comparePair returns the distance of two image files and its spatial map:
-// the comparator's feature distance, or with perceptual its LPIPS-style
+// comparer compares pairs of images with a comparator that sees them at
+// their own size, down to the least side it takes.
+type comparer struct {
+	comp       *graphs.Comparator
+	spec       string
+	least      int  // comp.MinSide
+	perceptual bool // the LPIPS-style distance rather than the feature distance
+	log        *slog.Logger
+}
+
+// pair returns the distance of two image files and its spatial map: the
+// comparator's feature distance, or with perceptual its LPIPS-style
 // distance (and no map).
-func comparePair(comp *graphs.Comparator, perceptual bool, name, pa, pb string, log *slog.Logger) (Pair, *image.NRGBA, error) {
+func (c comparer) pair(name, pa, pb string) (Pair, *image.NRGBA, error) {
+	comp, perceptual, log := c.comp, c.perceptual, c.log
 	a, err := pipeline.Decode(pa, pipeline.DecodeOptions{})
 	if err != nil {
 		return Pair{}, nil, fmt.Errorf("%s: %w", pa, err)
@@ -184,9 +199,23 @@ func comparePair(comp *graphs.Comparator, perceptual bool, name, pa, pb string, 
 			"a", a.Bounds().Size().String(), "b", b.Bounds().Size().String())
 		b = imaging.Resize(b, a.Bounds().Dx(), a.Bounds().Dy(), imaging.Lanczos)
 	}
-	if w, h := a.Bounds().Dx(), a.Bounds().Dy(); max(w, h) > SimilarityMaxSide {
+	// Larger images are compared at most at SimilarityMaxSide, smaller
+	// ones at least at the least side the comparator takes.
+	var nw, nh int
+	switch w, h := a.Bounds().Dx(), a.Bounds().Dy(); {
+	case max(w, h) > SimilarityMaxSide:
 		s := float64(SimilarityMaxSide) / float64(max(w, h))
-		nw, nh := max(1, int(float64(w)*s)), max(1, int(float64(h)*s))
+		nw, nh = max(1, int(float64(w)*s)), max(1, int(float64(h)*s))
+	case min(w, h) < c.least:
+		s := float64(c.least) / float64(min(w, h))
+		nw, nh = int(math.Ceil(float64(w)*s)), int(math.Ceil(float64(h)*s))
+		if max(nw, nh) > SimilarityMaxSide {
+			return Pair{}, nil, fmt.Errorf("%s: %dx%d is too narrow for %s, which takes images of at least %d px", name, w, h, c.spec, c.least)
+		}
+		log.Info("enlarging the pair to the least side the comparator takes", "name", name, "comparator", c.spec,
+			"from", a.Bounds().Size().String(), "to", fmt.Sprintf("%dx%d", nw, nh))
+	}
+	if nw > 0 {
 		a = imaging.Resize(a, nw, nh, imaging.Lanczos)
 		b = imaging.Resize(b, nw, nh, imaging.Lanczos)
 	}
@@ -205,14 +234,14 @@ func comparePair(comp *graphs.Comparator, perceptual bool, name, pa, pb string, 
 	if err != nil {
 		return Pair{}, nil, fmt.Errorf("%s: %w", name, err)
 	}
-	c, fh, fw := shape[1], shape[2], shape[3]
-	per := c * fh * fw
+	ch, fh, fw := shape[1], shape[2], shape[3]
+	per := ch * fh * fw
 	dmap := make([]float64, fh*fw)
 	var sum float64
 	for i := range per {
 		d := float64(f[i]) - float64(f[per+i])
 		sum += d * d
-		dmap[i%(fh*fw)] += d * d / float64(c)
+		dmap[i%(fh*fw)] += d * d / float64(ch)
 	}
 	dist := sum / float64(per)
 	return Pair{Name: name, Distance: &dist}, heatMap(dmap, fw, fh, w, h), nil

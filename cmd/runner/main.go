@@ -244,7 +244,7 @@ func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stder
 	fs.IntVar(&opt.N, "n", opt.N, "number of seeded crops")
 	fs.Uint64Var(&opt.Seed, "seed", opt.Seed, "seed of the crops")
 	fs.StringVar(&opt.Judge, "judge", "", "independent comparator (default: mobilenetv2, or inceptionv3 for runs that trained with it)")
-	fs.IntVar(&opt.JudgeSize, "judge-size", 0, "side the judge sees the crops at (default: their own)")
+	fs.IntVar(&opt.JudgeSize, "judge-size", 0, "side the judge sees the crops at (default: their own, or the least the judge takes)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
@@ -262,10 +262,14 @@ func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stder
 		enc := json.NewEncoder(stdout)
 		return enc.Encode(res)
 	}
+	judge := res.Judge
+	if res.JudgeSize > 0 {
+		judge += fmt.Sprintf(" (at %d px)", res.JudgeSize)
+	}
 	fmt.Fprintf(stdout, "run: %s\ncrops: %d\ncomparator: %s\njudge: %s\npsnr: %.3f\nssim: %.4f\n"+
 		"image_error_pct: %.2f\nfeature_error_pct: %.2f\nfeature_error_independent_pct: %.2f\n"+
 		"perceptual_distance: %.4f\nsharpness_ratio: %.3f\n",
-		res.Run, res.N, res.Comparator, res.Judge, res.PSNR, res.SSIM, res.ImageErrorPct, res.FeatureErrorPct,
+		res.Run, res.N, res.Comparator, judge, res.PSNR, res.SSIM, res.ImageErrorPct, res.FeatureErrorPct,
 		res.FeatureErrorIndependentPct, res.PerceptualDistance, res.SharpnessRatio)
 	return nil
 }
