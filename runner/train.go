@@ -140,9 +140,6 @@ func startEngine(threads int, log *slog.Logger) {
 	graphs.SetThreads(threads)
 	core, _ := graphs.BLAS()
 	log.Info("engine", "threads", graphs.Threads(), "blas_kernel", core)
-	if advice := blasAdvice(core, cpuFlags()); advice != "" {
-		log.Warn(advice)
-	}
 }
 
 // loop trains from r.sum.Step to the last step. Every rank takes the same
