@@ -116,8 +116,8 @@ func Features(ctx context.Context, opt FeaturesOptions) ([]string, error) {
 	if !strings.HasSuffix(opt.Out, ".npy") {
 		return nil, fmt.Errorf("--out %s: features are written as .npy", opt.Out)
 	}
-	if opt.Size < 16 {
-		return nil, fmt.Errorf("--size %d: too small", opt.Size)
+	if opt.Size < pretrained.MinInputSize {
+		return nil, fmt.Errorf("--size %d: images are prepared at least at %d px", opt.Size, pretrained.MinInputSize)
 	}
 	files, err := expandInputs(opt.Inputs)
 	if err != nil {

@@ -28,8 +28,8 @@ func (inversionTask) validate(c Config) error {
 		return fmt.Errorf("--target %s names a layer and --layer %s another", c.Target, c.Layer)
 	case !strings.Contains(c.TargetSpec(), ":") || strings.Contains(c.TargetSpec(), "+"):
 		return fmt.Errorf("--target %s: name the one layer to invert with --layer", c.Target)
-	case c.TargetSize != 0 && c.TargetSize < 16:
-		return fmt.Errorf("--target-size %d: too small", c.TargetSize)
+	case c.TargetSize != 0 && c.TargetSize < pretrained.MinInputSize:
+		return fmt.Errorf("--target-size %d: a target sees images at least %d px (0: the crop size)", c.TargetSize, pretrained.MinInputSize)
 	case c.KLWeight > 0:
 		return errors.New("--kl-weight is for --task vae: an inversion has no KL term")
 	}
