@@ -189,16 +189,9 @@ func openJudge(res *EvalResult, crop int, opt EvalOptions, log *slog.Logger) (*g
 	if err != nil {
 		return nil, err
 	}
-	side, flag := crop, ""
-	if opt.JudgeSize > 0 {
-		side, flag = opt.JudgeSize, "--judge-size"
-	}
-	side, enlarged, err := net.Side(side, flag)
+	side, err := fitSide(net, crop, opt.JudgeSize, "--judge-size", log)
 	if err != nil {
 		return nil, err
-	}
-	if enlarged {
-		log.Info("the judge sees the crops enlarged to the least its network takes", "judge", res.Judge, "crop", crop, "side", side)
 	}
 	if side != crop {
 		res.JudgeSize = side

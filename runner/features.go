@@ -127,16 +127,9 @@ func Features(ctx context.Context, opt FeaturesOptions) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	side, flag := opt.Size, ""
-	if opt.TargetSize > 0 {
-		side, flag = opt.TargetSize, "--target-size"
-	}
-	side, enlarged, err := net.Side(side, flag)
+	side, err := fitSide(net, opt.Size, opt.TargetSize, "--target-size", log)
 	if err != nil {
 		return nil, err
-	}
-	if enlarged {
-		log.Info("the target sees the images enlarged to the least side it takes", "target", opt.Target, "size", opt.Size, "side", side)
 	}
 	target, err := net.Open(side)
 	if err != nil {

@@ -73,31 +73,14 @@ func fitSides(cfg *Config, req Request, store pretrained.Store, log *slog.Logger
 	if cfg.Validate() != nil {
 		return nil // Train refuses the configuration with the reason
 	}
-	flag := func(name string) string {
-		if req.Given(name) {
-			return "--" + name
-		}
-		return ""
-	}
-	fit := func(net *pretrained.Network, side *int, flag string) error {
-		least, enlarged, err := net.Side(*side, flag)
-		if err != nil {
-			return err
-		}
-		if enlarged {
-			log.Info("the network sees the crops enlarged to the least side it takes", "network", net.Spec.String(), "size", cfg.Size, "side", least)
-			*side = least
-		}
-		return nil
-	}
 	t, _ := taskNamed(cfg.Task)
 	target, err := t.target(*cfg, store)
 	if err != nil {
 		return err
 	}
 	if target != nil {
-		side := cfg.TargetSide()
-		if err := fit(target, &side, flag("target-size")); err != nil {
+		side, err := fitSide(target, cfg.Size, cfg.TargetSize, "--target-size", log)
+		if err != nil {
 			return err
 		}
 		if side != cfg.TargetSide() {
@@ -113,7 +96,27 @@ func fitSides(cfg *Config, req Request, store pretrained.Store, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	return fit(comp, &cfg.ComparatorSize, flag("comparator-size"))
+	given := 0 // the size the trained comparator's default set is not given
+	if req.Given("comparator-size") {
+		given = cfg.ComparatorSize
+	}
+	cfg.ComparatorSize, err = fitSide(comp, cfg.ComparatorSize, given, "--comparator-size", log)
+	return err
+}
+
+// fitSide is the side net sees images of size at: given (by flag) when
+// it is positive, else size, raised to the least side net takes, which is
+// logged. A given side below that least is refused (pretrained.Network.Side).
+func fitSide(net *pretrained.Network, size, given int, flag string, log *slog.Logger) (int, error) {
+	side, by := size, ""
+	if given > 0 {
+		side, by = given, flag
+	}
+	side, enlarged, err := net.Side(side, by)
+	if err == nil && enlarged {
+		log.Info("enlarging the images to the least side the network takes", "network", net.Spec.String(), "size", size, "side", side)
+	}
+	return side, err
 }
 
 // fresh is a new run's configuration: the trained comparator where the
