@@ -144,15 +144,16 @@ const maxProbe = 512
 // trying, one forward pass of a blank image a try, so it is meant for a
 // comparator built with InputNative (one that resizes takes any image).
 func (c *Comparator) MinSide() (int, error) {
+	var err error
 	takes := func(side int) bool {
-		_, _, err := c.Features(make([]float32, 3*side*side), 1, side, side)
+		_, _, err = c.Features(make([]float32, 3*side*side), 1, side, side)
 		return err == nil
 	}
 	// Doubling to the first side it takes, then halving the interval.
 	lo, hi := 1, 8
 	for !takes(hi) {
 		if hi >= maxProbe {
-			return 0, fmt.Errorf("computes no features of an image of %d px", maxProbe)
+			return 0, fmt.Errorf("computes no features of an image of %d px: %w", maxProbe, err)
 		}
 		lo, hi = hi+1, hi*2
 	}

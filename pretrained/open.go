@@ -165,7 +165,10 @@ func (n *Network) findMinSide() (int, error) {
 func (n *Network) Side(side int, flag string) (size int, enlarged bool, err error) {
 	least, err := n.MinSide()
 	if err != nil {
-		return 0, false, err
+		// A network that computes nothing at any side has no least side
+		// to fit: the caller's own call on it says what is wrong, for its
+		// batch, which a blank probe image cannot.
+		least = 0
 	}
 	least = max(least, MinInputSize)
 	switch {

@@ -78,7 +78,7 @@ func Similarity(ctx context.Context, opt SimilarityOptions) ([]Pair, error) {
 	defer comp.Close()
 	least, err := comp.MinSide()
 	if err != nil {
-		return nil, fmt.Errorf("comparator %s: %w", spec, err)
+		least = 0 // it computes nothing at any side: the pair's own call says why
 	}
 	c := comparer{comp: comp, spec: spec, least: least, perceptual: opt.Judge != "", log: log}
 	if !sa.IsDir() {
