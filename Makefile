@@ -23,7 +23,7 @@ NSFWJS        := nsfwjs@4.4.0
 NSFWJS_TGZ    := $(DEEPSIM_HOME)/npm/nsfwjs-4.4.0.tgz
 NSFWJS_SHA256 := 585cd178f3b994337c4d10a87b080d342fc52f8b9bf0085c4d1f345a3a1c5382
 
-.PHONY: all deps debs models build test demo bench bench-peer fuzz clean
+.PHONY: all deps debs models build test demo bench bench-peer fuzz image image-test clean
 
 all: build
 
@@ -97,6 +97,15 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./pipeline
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./internal/torchfile
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./runner
+
+# The Docker image deepsim:latest (Dockerfile), with the base made by
+# debootstrap where no registry serves debian:bookworm; image-test runs it
+# as a user would. Both start dockerd where none runs, and stop it after.
+image:
+	./scripts/image.sh
+
+image-test: deps
+	./scripts/image.sh --test
 
 clean:
 	rm -rf bin build
