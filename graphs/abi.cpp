@@ -108,6 +108,11 @@ char* ds_model_export_comparator(ds_model* m, char** buf, int64_t* len) {
 
 int64_t ds_model_num_params(ds_model* m) { return deepsim::num_params(*m); }
 
+char* ds_upconv_check(int64_t in, int64_t out, int64_t n, int64_t h, int64_t w, int64_t seed,
+                      int32_t channels_last, double err[4]) {
+  return guarded([&] { deepsim::upconv_check(in, out, n, h, w, seed, channels_last != 0, err); });
+}
+
 char* ds_group_new(const ds_group_spec* spec, ds_group** out) {
   *out = nullptr;
   return guarded([&] { *out = deepsim::new_group(*spec); });

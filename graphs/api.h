@@ -51,7 +51,7 @@ inline void to_malloc(const std::vector<char>& bytes, char** buf, int64_t* len) 
   *len = static_cast<int64_t>(bytes.size());
 }
 
-// ---- comparators.cpp ----
+// ---- comparators.hpp ----
 
 int32_t arch_input_size(const std::string& arch);
 ds_comparator* new_comparator(const ds_comparator_spec& spec);
@@ -65,7 +65,7 @@ void comparator_distance(ds_comparator& c, const float* a, const float* b, int64
 std::string check_state_dict(const std::string& path, std::string arch);
 std::vector<char> random_state_dict(const std::string& arch, int64_t seed);
 
-// ---- model.cpp ----
+// ---- model.hpp ----
 
 ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* target);
 void free_model(ds_model* m);
@@ -83,9 +83,11 @@ std::vector<char> save_model(ds_model& m, int64_t step);
 int64_t load_model(ds_model& m, const char* buf, int64_t len);
 std::vector<char> export_comparator(ds_model& m);
 int64_t num_params(ds_model& m);
+void upconv_check(int64_t in, int64_t out, int64_t n, int64_t h, int64_t w, int64_t seed,
+                  bool channels_last, double err[4]);
 int64_t join_group(ds_model& m, ds_group& g, int64_t step);
 
-// ---- distributed.cpp ----
+// ---- distributed.hpp ----
 
 ds_group* new_group(const ds_group_spec& spec);
 void free_group(ds_group* g);

@@ -153,6 +153,10 @@ enum ds_upsample { DS_UPSAMPLE_DECONV = 0, DS_UPSAMPLE_RESIZE = 1 };
  * target still compute in float32). */
 enum ds_precision { DS_PRECISION_FLOAT32 = 0, DS_PRECISION_BF16 = 1, DS_PRECISION_FLOAT64 = 2 };
 
+/* The memory layout of the trained networks' weights and activations:
+ * which is faster depends on the machine (runner measures it). */
+enum ds_layout { DS_LAYOUT_CHANNELS_LAST = 0, DS_LAYOUT_NCHW = 1 };
+
 enum { DS_MAX_TERMS = 8, DS_NAME_LEN = 24 };
 
 /* A named value: a loss weight by the name the step looks it up under
@@ -171,6 +175,7 @@ typedef struct {
   int32_t upsample;      /* enum ds_upsample */
   int32_t classes;       /* surrogate classes (comparator task) */
   int32_t precision;     /* enum ds_precision */
+  int32_t layout;        /* enum ds_layout */
   int32_t n_weights;
   ds_term weights[DS_MAX_TERMS];
   double lr;
@@ -259,6 +264,14 @@ char *ds_model_export_comparator(ds_model *m, char **buf, int64_t *len);
 
 /* Number of parameters of the trained networks (for logs and tests). */
 int64_t ds_model_num_params(ds_model *m);
+
+/* The up-convolution against ConvTranspose2d(in, out, 4, stride 2,
+ * padding 1) with the same parameters, on seeded float64 n x in x h x w
+ * input (channels-last when channels_last is set): err gets the largest
+ * absolute differences of the output, the input's gradient, the weight's
+ * and the bias's, for a seeded upstream gradient (for tests). */
+char *ds_upconv_check(int64_t in, int64_t out, int64_t n, int64_t h, int64_t w,
+                      int64_t seed, int32_t channels_last, double err[4]);
 
 /* ---- data-parallel training (c10d, Gloo) ---- */
 

@@ -1,9 +1,10 @@
 // The engine's one translation unit that includes libtorch. Parsing
-// libtorch's headers costs about 20 s, and Go rebuilds every C++ file of a
-// package whenever any of them changes, so the engine's parts are compiled
-// together, once. Each part carries "//go:build ignore" so that cgo does
-// not also compile it on its own; a new part is included here.
-#include "statedict.cpp"
-#include "comparators.cpp"
-#include "distributed.cpp"
-#include "model.cpp"
+// libtorch's headers costs about 20 s, so the engine's parts are compiled
+// together, once. The parts are named as headers (.hpp) and included only
+// here: cgo compiles no header on its own, and Go's build cache hashes
+// headers, so that changing a part rebuilds the engine. A new part is
+// included here.
+#include "statedict.hpp"
+#include "comparators.hpp"
+#include "distributed.hpp"
+#include "model.hpp"

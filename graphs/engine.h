@@ -2,10 +2,10 @@
 // engine's parts share. They are compiled as one translation unit,
 // engine.cpp, which includes them in this order:
 //
-//   statedict.cpp    state dicts and Adam state in torch.save's format
-//   comparators.cpp  the architecture registry and the comparators
-//   distributed.cpp  data-parallel training: the c10d process group
-//   model.cpp        the trained networks: tasks, train steps, inference,
+//   statedict.hpp    state dicts and Adam state in torch.save's format
+//   comparators.hpp  the architecture registry and the comparators
+//   distributed.hpp  data-parallel training: the c10d process group
+//   model.hpp        the trained networks: tasks, train steps, inference,
 //                    checkpoints
 //
 // abi.cpp, the extern "C" functions of deepsim.h in its order, is compiled
@@ -51,7 +51,7 @@ inline void copy_out(const torch::Tensor& t, float* out) {
   std::memcpy(out, c.data_ptr<float>(), sizeof(float) * c.numel());
 }
 
-// ---- statedict.cpp ----
+// ---- statedict.hpp ----
 
 TensorDict dict_from_bytes(std::vector<char> bytes);
 TensorDict dict_from_file(const std::string& path);
@@ -70,7 +70,7 @@ void put_adam(TensorDict& dict, const std::string& prefix,
 void load_adam(const TensorDict& dict, const std::string& prefix,
                torch::optim::Adam& opt, const Named& params, torch::Device dev);
 
-// ---- comparators.cpp ----
+// ---- comparators.hpp ----
 
 // The comparator C: a fixed network whose features define similarity. It
 // owns its input normalisation and size, so callers pass [-1,1] pixels.
@@ -86,7 +86,7 @@ class Comparator {
 // and finite. A user's TorchScript module may return anything.
 std::vector<torch::Tensor> checked_features(Comparator& c, const torch::Tensor& x);
 
-// ---- distributed.cpp ----
+// ---- distributed.hpp ----
 
 // Replaces each gradient by the sum over ranks of scale * it, all-reduced
 // in a few flat buckets rather than one call per parameter.
@@ -131,7 +131,7 @@ struct ds_model {
   void (*step)(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
                ds_step_log* out) = nullptr;
 
-  // Discriminator balancing (see model.cpp): D pauses when it wins too
+  // Discriminator balancing (see model.hpp): D pauses when it wins too
   // easily and G pauses when D is hopelessly behind.
   bool train_d = true;
   bool train_g = true;

@@ -54,6 +54,16 @@ const (
 	Float64 Precision = C.DS_PRECISION_FLOAT64
 )
 
+// Layout is the memory layout of the trained networks' weights and
+// activations.
+type Layout int
+
+// Layouts.
+const (
+	ChannelsLast Layout = C.DS_LAYOUT_CHANNELS_LAST
+	NCHW         Layout = C.DS_LAYOUT_NCHW
+)
+
 // Config is everything the engine needs to build a model.
 type Config struct {
 	Task         Task
@@ -62,6 +72,7 @@ type Config struct {
 	Upsample     Upsample
 	Classes      int // surrogate classes, for ComparatorTask
 	Precision    Precision
+	Layout       Layout
 	// Weights are the loss terms' weights by the names the step looks them
 	// up under ("feat", "adv", "img"); a term without one is off.
 	Weights      map[string]float64
@@ -122,6 +133,7 @@ func NewModel(cfg Config, comp, target *Comparator) (*Model, error) {
 		upsample:      C.int32_t(cfg.Upsample),
 		classes:       C.int32_t(cfg.Classes),
 		precision:     C.int32_t(cfg.Precision),
+		layout:        C.int32_t(cfg.Layout),
 		lr:            C.double(cfg.LR),
 		beta1:         C.double(cfg.Beta1),
 		beta2:         C.double(cfg.Beta2),
@@ -180,6 +192,25 @@ func (m *Model) NumParams() int64 {
 		return 0
 	}
 	return int64(C.ds_model_num_params(m.ptr))
+}
+
+// CheckUpConv runs the generator's up-convolution and ConvTranspose2d
+// (kernel 4, stride 2, padding 1) with the same parameters on seeded
+// float64 n x in x h x w input, in channels-last when asked, and returns
+// the largest absolute differences of the output and of the gradients of
+// the input, the weight and the bias. The tests prove with it that the
+// two are one function.
+func CheckUpConv(in, out, n, h, w int, seed int64, channelsLast bool) ([4]float64, error) {
+	var e [4]C.double
+	cl := C.int32_t(0)
+	if channelsLast {
+		cl = 1
+	}
+	if err := errorFrom("up-convolution check", C.ds_upconv_check(C.int64_t(in), C.int64_t(out), C.int64_t(n),
+		C.int64_t(h), C.int64_t(w), C.int64_t(seed), cl, &e[0])); err != nil {
+		return [4]float64{}, err
+	}
+	return [4]float64{float64(e[0]), float64(e[1]), float64(e[2]), float64(e[3])}, nil
 }
 
 // Step is one training step's input: n crops, NCHW float32 in [-1,1].

@@ -70,6 +70,7 @@ func TestNewModelRejectsBadConfig(t *testing.T) {
 		{"size not multiple of 8", func(c *Config) { c.Size = 60 }, "power of two"},
 		{"size not a power of two", func(c *Config) { c.Size = 48 }, "power of two"},
 		{"unknown task", func(c *Config) { c.Task = 9 }, "unknown task"},
+		{"unknown layout", func(c *Config) { c.Layout = 5 }, "unknown layout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -313,5 +314,44 @@ func TestLoadRefusesRecordOutsideStorage(t *testing.T) {
 	}
 	if _, err := newModel(t, testConfig()).Load(bad); err == nil || !strings.Contains(err.Error(), "outside its storage") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// The layout changes speed, not the function: from the same seed, the same
+// batches give the same losses in both, up to rounding, and a checkpoint
+// of one loads into the other.
+func TestLayoutsComputeTheSameSteps(t *testing.T) {
+	losses := map[Layout][]float64{}
+	var saved []byte
+	for _, layout := range []Layout{ChannelsLast, NCHW} {
+		cfg := testConfig()
+		cfg.Layout = layout
+		cfg.Weights["adv"] = 0 // dropout's draws are the same, but keep D out
+		m := newModel(t, cfg)
+		if saved != nil {
+			if _, err := m.Load(saved); err != nil {
+				t.Fatalf("layout %d loads layout %d's checkpoint: %v", layout, ChannelsLast, err)
+			}
+			m = newModel(t, cfg) // the losses below start from the seed's weights
+		}
+		for i := range 3 {
+			l, err := m.TrainStep(Step{Batch: randomBatch(uint64(i), 4, cfg.Size), N: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			losses[layout] = append(losses[layout], l.Get("loss_feat"), l.Get("loss_img"))
+		}
+		if saved == nil {
+			var err error
+			if saved, err = m.Save(3); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, a := range losses[ChannelsLast] {
+		b := losses[NCHW][i]
+		if math.Abs(a-b) > 1e-4*math.Abs(b) {
+			t.Fatalf("loss %d: %.7g in channels-last, %.7g in NCHW", i, a, b)
+		}
 	}
 }

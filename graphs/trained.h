@@ -17,13 +17,59 @@
 
 namespace deepsim {
 
+// Interleave takes y, n x (2 x 2 x out) x (h+1) x (w+1), the output of the
+// up-convolution's 2x2 convolution, and gives n x out x 2h x 2w, whose
+// pixel (2r+a, 2c+b) is y's group (a, b) at (r+a, c+b). Its backward is the
+// same strided copy the other way: autograd's own, through four windows,
+// would fill four zero tensors the size of y and add them.
+struct Interleave : torch::autograd::Function<Interleave> {
+  // The group (a, b) of t, n x (2 x 2 x out) x H x W, as n x out x H x W.
+  static torch::Tensor group(const torch::Tensor& t, int64_t a, int64_t b) {
+    return t.view({t.size(0), 2, 2, t.size(1) / 4, t.size(2), t.size(3)}).select(1, a).select(1, b);
+  }
+  // The phase (a, b) of t, n x out x 2h x 2w, as n x out x h x w.
+  static torch::Tensor phase(const torch::Tensor& t, int64_t a, int64_t b) {
+    return t.view({t.size(0), t.size(1), t.size(2) / 2, 2, t.size(3) / 2, 2}).select(3, a).select(4, b);
+  }
+
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& y) {
+    const int64_t h = y.size(2) - 1, w = y.size(3) - 1;
+    ctx->saved_data["shape"] = y.sizes().vec();
+    auto out = torch::empty({y.size(0), y.size(1) / 4, 2 * h, 2 * w},
+                            y.options().memory_format(y.suggest_memory_format()));
+    for (int64_t a = 0; a < 2; a++)
+      for (int64_t b = 0; b < 2; b++)
+        phase(out, a, b).copy_(group(y, a, b).narrow(2, a, h).narrow(3, b, w));
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto shape = ctx->saved_data["shape"].toIntVector();
+    const auto& g = grads[0];
+    const int64_t h = shape[2] - 1, w = shape[3] - 1;
+    auto gy = torch::empty(shape, g.options().memory_format(g.suggest_memory_format()));
+    for (int64_t a = 0; a < 2; a++)
+      for (int64_t b = 0; b < 2; b++) {
+        auto grp = group(gy, a, b);
+        grp.narrow(2, a, h).narrow(3, b, w).copy_(phase(g, a, b));
+        grp.select(2, a == 0 ? h : 0).zero_();  // the row and the column
+        grp.select(3, b == 0 ? w : 0).zero_();  // this phase does not read
+      }
+    return {gy};
+  }
+};
+
 // The paper's up-convolution, a transposed convolution with kernel 4,
-// stride 2 and padding 1, computed as what it equals: a 3x3 convolution
-// that gives four times the channels, one group per output pixel's parity,
-// then a pixel shuffle. libtorch 1.13 runs transposed convolutions on the
-// CPU without oneDNN, and this on its fast path. The parameters keep
-// ConvTranspose2d's names, shapes and initialisation, so checkpoints of
-// either read the same.
+// stride 2 and padding 1, computed as what it equals: output pixel
+// (2r+a, 2c+b) reads input rows r-1+a, r+a and columns c-1+b, c+b through
+// kernel taps 3-a-2dy, 3-b-2dx. So one 2x2 convolution with padding 1 to
+// four times the channels, one group per phase (a, b), gives every phase:
+// phase (a, b) is its group's window starting at row a and column b, and
+// Interleave puts the four windows in place. No tap multiplies a zero.
+// libtorch 1.13 runs transposed convolutions on the CPU without oneDNN,
+// and this on its fast path. The parameters keep ConvTranspose2d's names,
+// shapes and initialisation, so checkpoints of either read the same.
 struct UpConvImpl : nn::Module {
   torch::Tensor weight, bias;  // in x out x 4 x 4, out
 
@@ -35,16 +81,12 @@ struct UpConvImpl : nn::Module {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    // Output row 2i+a reads input rows i-1, i, i+1 (dy = 0, 1, 2) through
-    // kernel row a + 3 - 2dy; rows outside 0..3 read index 4, a zero row.
     const int64_t in = weight.size(0), out = weight.size(1);
-    auto taps = torch::tensor({3, 1, 4, 4, 2, 0}, torch::dtype(torch::kLong).device(weight.device()));
-    auto w = torch::constant_pad_nd(weight, {0, 1, 0, 1});
-    w = w.index_select(2, taps).index_select(3, taps);  // in, out, (a, dy), (b, dx)
-    w = w.view({in, out, 2, 3, 2, 3}).permute({1, 2, 4, 0, 3, 5}).reshape({out * 4, in, 3, 3});
-    auto y = torch::conv2d(x, w.contiguous(x.suggest_memory_format()), bias.repeat_interleave(4),
-                           /*stride=*/1, /*padding=*/1);
-    return torch::pixel_shuffle(y, 2);
+    // Flipped, tap k is 2d + a: (in, out, dy, a, dx, b) to (a, b, out, in, dy, dx).
+    auto k = weight.flip({2, 3}).view({in, out, 2, 2, 2, 2}).permute({3, 5, 1, 0, 2, 4});
+    auto y = torch::conv2d(x, k.reshape({4 * out, in, 2, 2}).contiguous(x.suggest_memory_format()),
+                           bias.repeat(4), /*stride=*/1, /*padding=*/1);
+    return Interleave::apply(y);
   }
 };
 TORCH_MODULE(UpConv);

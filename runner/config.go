@@ -41,6 +41,11 @@ type Config struct {
 	// forward passes (float32 weights and optimizer state); or "float64"
 	// throughout, for checking runs step by step (PrecisionFloat64).
 	Precision string `json:"precision"`
+	// Layout is the memory layout of the trained networks: "channels-last"
+	// or "nchw". It changes speed, not the function: which is faster
+	// depends on the machine (make bench-peer), so a run may resume in the
+	// other.
+	Layout string `json:"layout"`
 
 	// VAE: the KL term's weight, reached linearly over the first KLWarmup
 	// steps so that the posterior neither collapses onto the prior nor runs
@@ -102,11 +107,21 @@ const (
 	PrecisionFloat64 = "float64"
 )
 
+// Memory layouts of the trained networks.
+const (
+	LayoutChannelsLast = "channels-last"
+	LayoutNCHW         = "nchw"
+)
+
 // Upsampling kinds of the generator.
 const (
 	UpsampleResize = "resize"
 	UpsampleDeconv = "deconv"
 )
+
+// DefaultLayout is the layout new runs train in (Config.Layout): the faster
+// on the machine this project measured (README, Performance).
+const DefaultLayout = LayoutChannelsLast
 
 // DefaultComparator is the shipped Exemplar-CNN, trained by this project, at
 // the layer that gave the lowest independent feature error (README).
@@ -147,6 +162,7 @@ func Defaults() Config {
 		CodeChannels:    8,
 		Upsample:        UpsampleDeconv,
 		Precision:       PrecisionFloat32,
+		Layout:          DefaultLayout,
 		Batch:           16,
 		Steps:           2000,
 		Comparator:      DefaultComparator,
@@ -249,6 +265,8 @@ func (c Config) Validate() error {
 		return errors.New("log and checkpoint intervals must be at least 1")
 	case c.Precision != PrecisionFloat32 && c.Precision != PrecisionBF16 && c.Precision != PrecisionFloat64:
 		return fmt.Errorf("--precision %q: have %s, %s, %s", c.Precision, PrecisionFloat32, PrecisionBF16, PrecisionFloat64)
+	case c.Layout != LayoutChannelsLast && c.Layout != LayoutNCHW:
+		return fmt.Errorf("--layout %q: have %s, %s", c.Layout, LayoutChannelsLast, LayoutNCHW)
 	case c.Precision == PrecisionBF16 && !hasBF16(cpuFlags()):
 		return errors.New("--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); train in float32")
 	}
@@ -279,8 +297,13 @@ func (c Config) Graph() graphs.Config {
 	case PrecisionFloat64:
 		precision = graphs.Float64
 	}
+	layout := graphs.ChannelsLast
+	if c.Layout == LayoutNCHW {
+		layout = graphs.NCHW
+	}
 	return graphs.Config{
 		Task:         task,
+		Layout:       layout,
 		Size:         c.Size,
 		CodeChannels: c.CodeChannels,
 		Upsample:     up,
@@ -352,8 +375,12 @@ func ParseConfig(b []byte) (Config, error) {
 		return Config{}, err
 	}
 	cfg := DefaultsFor(head.Task)
+	cfg.Layout = ""
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return Config{}, err
+	}
+	if cfg.Layout == "" {
+		cfg.Layout = LayoutChannelsLast // what runs before the choice used
 	}
 	return cfg, nil
 }
@@ -367,7 +394,7 @@ func (c Config) Generative() bool {
 
 // resumable are the settings a resumed run may change, by config.json key.
 // (An inversion's target_weights is checked against the weights themselves.)
-var resumable = map[string]bool{"steps": true, "threads": true, "data": true, "heldout": true,
+var resumable = map[string]bool{"steps": true, "threads": true, "layout": true, "data": true, "heldout": true,
 	"log_every": true, "checkpoint_every": true, "target_weights": true}
 
 // flagNames are the command-line flags of config keys whose names differ.

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -76,6 +77,8 @@ func TestValidate(t *testing.T) {
 		{"inversion of two layers", func(c *Config) { c.Task, c.Target, c.Layer = TaskInversion, "alexnet", "conv4+conv5" }, "one layer"},
 		{"inversion", func(c *Config) { c.Task, c.Target, c.Layer = TaskInversion, "alexnet", "fc6" }, ""},
 		{"unknown upsampling", func(c *Config) { c.Upsample = "bilinear" }, "--upsample"},
+		{"nchw", func(c *Config) { c.Layout = LayoutNCHW }, ""},
+		{"unknown layout", func(c *Config) { c.Layout = "nhwc" }, "--layout"},
 		{"zero latent", func(c *Config) { c.CodeChannels = 0 }, "--latent"},
 	}
 	for _, tc := range tests {
@@ -130,6 +133,7 @@ func TestCheckResume(t *testing.T) {
 		{"a loss weight", func(c *Config) { c.Weights.Set(TermAdv, 0.02) }, "--lambda-adv 0.02 differs from the run's 0.01"},
 		{"the latent", func(c *Config) { c.CodeChannels = 16 }, "--latent 16"},
 		{"the seed", func(c *Config) { c.Seed = 2 }, "--seed"},
+		{"the layout", func(c *Config) { c.Layout = LayoutNCHW }, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,5 +150,24 @@ func TestCheckResume(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A run made before the layout was a setting trained in channels-last,
+// and reads as such; a new run's config says its layout.
+func TestConfigLayout(t *testing.T) {
+	old := []byte(`{"task":"autoencoder","data":["photos"],"size":64}`)
+	cfg, err := ParseConfig(old)
+	if err != nil || cfg.Layout != LayoutChannelsLast {
+		t.Fatalf("a config without a layout: %q, %v; want %q", cfg.Layout, err, LayoutChannelsLast)
+	}
+	cfg.Layout = LayoutNCHW
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseConfig(b)
+	if err != nil || back.Layout != LayoutNCHW {
+		t.Fatalf("round trip: %q, %v", back.Layout, err)
 	}
 }

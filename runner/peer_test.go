@@ -31,10 +31,13 @@ type peer struct {
 	out *bufio.Scanner
 }
 
-func startPeer(b *testing.B, ckpt, batches string, threads int, lambdaAdv float64) *peer {
+// startPeer starts peer.py's step mode; form are its formulation's flags
+// (--form, --layout, --bf16).
+func startPeer(b *testing.B, ckpt, batches string, threads int, lambdaAdv float64, form ...string) *peer {
 	b.Helper()
-	cmd := exec.Command("/usr/bin/python3", peerScript, "step", ckpt, "../pretrained/exemplar.pt", batches,
-		strconv.Itoa(threads), "--lambda-adv", strconv.FormatFloat(lambdaAdv, 'g', -1, 64))
+	args := append([]string{peerScript, "step", ckpt, "../pretrained/exemplar.pt", batches,
+		strconv.Itoa(threads), "--lambda-adv", strconv.FormatFloat(lambdaAdv, 'g', -1, 64)}, form...)
+	cmd := exec.Command("/usr/bin/python3", args...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -119,88 +122,169 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// peerForms are the formulations of the step BenchmarkPeer times in
+// PyTorch eager (scripts/bench_peer/peer.py): the one users write, and the
+// fastest known, in both layouts and in bf16.
+var peerForms = []struct {
+	name string
+	args []string
+	bf16 bool
+}{
+	{"ConvTranspose2d, NCHW (as users write it)", []string{"--form", "transposed"}, false},
+	{"2x2 sub-pixel, NCHW", []string{"--form", "subpixel"}, false},
+	{"2x2 sub-pixel, channels-last", []string{"--form", "subpixel", "--layout", "cl"}, false},
+	{"2x2 sub-pixel, NCHW, bf16", []string{"--form", "subpixel", "--bf16"}, true},
+	{"2x2 sub-pixel, channels-last, bf16", []string{"--form", "subpixel", "--layout", "cl", "--bf16"}, true},
+}
+
+// peerOutput runs peer.py in a mode that prints one line.
+func peerOutput(b *testing.B, args ...string) []string {
+	b.Helper()
+	out, err := exec.Command("/usr/bin/python3", append([]string{peerScript}, args...)...).Output()
+	if err != nil {
+		b.Fatalf("peer.py %s: %v", args[0], err)
+	}
+	return strings.Fields(string(out))
+}
+
 // BenchmarkPeer times deepsim's training step against the same step in
-// PyTorch eager (scripts/bench_peer/peer.py), alternating step by step in
-// one run, from the same weights on the same batches, at 1 and 2 threads
-// and batch 16 and 32. It first checks that the two compute the same
-// function: without the adversarial term (whose dropout draws differ
-// between the two), their losses agree to 1e-4 relative over 10 steps,
-// though deepsim computes its up-convolutions differently (graphs: UpConv).
+// PyTorch eager (scripts/bench_peer/peer.py) in each of its formulations
+// (peerForms), alternating step by step in one run, from the same weights
+// on the same batches, at 2 threads, batch 16. It first checks that the
+// two compute the same function: without the adversarial term (whose
+// dropout draws differ between the two), their losses agree to 1e-4
+// relative over 10 steps. Then it sets deepsim's step against the
+// machine's limit: the step's FLOPs, counted as PyTorch dispatches them,
+// over deepsim's time, against the fastest 3x3 convolution measured here.
 func BenchmarkPeer(b *testing.B) {
 	core, _ := graphs.BLAS()
-	b.Logf("OpenBLAS kernel: %q; OPENBLAS_CORETYPE=%q", core, os.Getenv("OPENBLAS_CORETYPE"))
+	b.Logf("OpenBLAS kernel: %q; OPENBLAS_CORETYPE=%q; CPU: %s", core, os.Getenv("OPENBLAS_CORETYPE"), cpuModel())
 
 	// Agreement, from the same weights on the same batches, at one thread:
 	// each side then sums in a fixed order. (With more, the order varies
 	// from step to step, and Adam, which scales every gradient to the
-	// learning rate, grows such rounding by about ten a step.)
+	// learning rate, grows such rounding by about ten a step.) The peer of
+	// the same formulation and layout must agree to 1e-4; the one users
+	// write, whose kernels round differently, is reported.
 	cfg := peerConfig(1, 16)
 	cfg.Weights.Set(TermAdv, 0)
 	graphs.SetThreads(cfg.Threads)
 	model, data, ckpt, batches := peerSetup(b, cfg, 10)
-	p := startPeer(b, ckpt, batches, cfg.Threads, 0)
-	worst := 0.0
+	same := []string{"--form", "subpixel", "--layout", map[string]string{LayoutChannelsLast: "cl", LayoutNCHW: "nchw"}[cfg.Layout]}
+	peers := []*peer{startPeer(b, ckpt, batches, cfg.Threads, 0, same...), startPeer(b, ckpt, batches, cfg.Threads, 0)}
+	var worst [2]float64
 	for i, x := range data {
 		l, err := model.TrainStep(graphs.Step{Batch: x, N: cfg.Batch})
 		if err != nil {
 			b.Fatal(err)
 		}
-		_, ref := p.step(b)
-		b.Logf("step %d: feat %.9g / %.9g, img %.9g / %.9g", i+1, l.Get("loss_feat"), ref[0], l.Get("loss_img"), ref[2])
-		for k, v := range map[string][2]float64{"loss_feat": {l.Get("loss_feat"), ref[0]}, "loss_img": {l.Get("loss_img"), ref[2]}} {
-			rel := math.Abs(v[0]-v[1]) / math.Abs(v[1])
-			worst = math.Max(worst, rel)
-			if rel > 1e-4 {
-				b.Fatalf("step %d: %s %.7g in deepsim, %.7g in PyTorch: the two differ", i+1, k, v[0], v[1])
+		for j, p := range peers {
+			_, ref := p.step(b)
+			for k, v := range map[string][2]float64{"loss_feat": {l.Get("loss_feat"), ref[0]}, "loss_img": {l.Get("loss_img"), ref[2]}} {
+				rel := math.Abs(v[0]-v[1]) / math.Abs(v[1])
+				worst[j] = math.Max(worst[j], rel)
+				if j == 0 && rel > 1e-4 {
+					b.Fatalf("step %d: %s %.7g in deepsim, %.7g in PyTorch (%s): the two differ", i+1, k, v[0], v[1], strings.Join(same, " "))
+				}
 			}
 		}
 	}
-	b.Logf("agreement: 10 steps from the same weights, losses within %.1e relative", worst)
-	b.ReportMetric(worst, "agreement_rel")
+	b.Logf("agreement over 10 steps from the same weights: losses within %.1e relative of the peer in deepsim's formulation (%s), %.1e of the ConvTranspose2d peer",
+		worst[0], strings.Join(same, " "), worst[1])
+	b.ReportMetric(worst[0], "agreement_rel")
 
-	// Step times, alternating, with every loss term on.
-	const warm, steps = 2, 20
-	type setting struct {
-		threads, batch int
-		precision      string
+	// Step times at 2 threads, batch 16, every loss term on, alternating:
+	// one step of each contender in turn.
+	const threads, batch, warm, steps = 2, 16, 3, 20
+	bf16 := hasBF16(cpuFlags())
+	type contender struct {
+		name  string
+		step  func() time.Duration
+		bf16  bool
+		ours  bool
+		times []time.Duration
 	}
-	var settings []setting
-	for _, threads := range []int{1, 2} {
-		for _, batch := range []int{16, 32} {
-			settings = append(settings, setting{threads, batch, PrecisionFloat32})
+	var all []*contender
+	precisions := []string{PrecisionFloat32}
+	if bf16 {
+		precisions = append(precisions, PrecisionBF16)
+	}
+	graphs.SetThreads(threads)
+	var ckpt0, batches0 string
+	var ours *contender // float32 in the default layout
+	for _, precision := range precisions {
+		for _, layout := range []string{LayoutChannelsLast, LayoutNCHW} {
+			cfg := peerConfig(threads, batch)
+			cfg.Precision, cfg.Layout = precision, layout
+			model, data, ckpt, batches := peerSetup(b, cfg, 4)
+			ckpt0, batches0 = ckpt, batches
+			i := 0
+			c := &contender{name: "deepsim, " + precision + ", " + layout, ours: true, bf16: precision == PrecisionBF16, step: func() time.Duration {
+				start := time.Now()
+				if _, err := model.TrainStep(graphs.Step{Batch: data[i%len(data)], N: batch}); err != nil {
+					b.Fatal(err)
+				}
+				i++
+				return time.Since(start)
+			}}
+			if precision == PrecisionFloat32 && layout == DefaultLayout {
+				ours = c
+			}
+			all = append(all, c)
 		}
 	}
-	// bf16 autocast against PyTorch in float32, as a user would run each.
-	if hasBF16(cpuFlags()) {
-		settings = append(settings, setting{2, 16, PrecisionBF16})
+	oursBF16 := all[len(all)-2] // bf16 in channels-last, when the CPU has it
+	adv := peerConfig(threads, batch).Weights.Of(TermAdv)
+	for _, f := range peerForms {
+		if f.bf16 && !bf16 {
+			continue
+		}
+		p := startPeer(b, ckpt0, batches0, threads, adv, f.args...)
+		all = append(all, &contender{name: "PyTorch eager, " + f.name, bf16: f.bf16, step: func() time.Duration {
+			t, _ := p.step(b)
+			return t
+		}})
 	}
+	for i := range warm + steps {
+		for _, c := range all {
+			if t := c.step(); i >= warm {
+				c.times = append(c.times, t)
+			}
+		}
+	}
+
+	// The fastest peer of each precision, and the one users write.
+	med := func(c *contender) float64 { return median(c.times).Seconds() }
 	var rows []string
-	for _, st := range settings {
-		threads, batch := st.threads, st.batch
-		cfg := peerConfig(threads, batch)
-		cfg.Precision = st.precision
-		graphs.SetThreads(threads)
-		model, data, ckpt, batches := peerSetup(b, cfg, 4)
-		p := startPeer(b, ckpt, batches, threads, cfg.Weights.Of(TermAdv))
-		var ours, theirs []time.Duration
-		for i := range warm + steps {
-			start := time.Now()
-			if _, err := model.TrainStep(graphs.Step{Batch: data[i%len(data)], N: batch}); err != nil {
-				b.Fatal(err)
-			}
-			t := time.Since(start)
-			pt, _ := p.step(b)
-			if i >= warm {
-				ours, theirs = append(ours, t), append(theirs, pt)
-			}
+	fastest := map[bool]*contender{}
+	for _, c := range all {
+		rows = append(rows, fmt.Sprintf("| %s | %.3f s |", c.name, med(c)))
+		if !c.ours && (fastest[c.bf16] == nil || med(c) < med(fastest[c.bf16])) {
+			fastest[c.bf16] = c
 		}
-		o, t := median(ours), median(theirs)
-		ratio := float64(o) / float64(t)
-		rows = append(rows, fmt.Sprintf("| %d | %d | %s | %.3f s | %.3f s | %.2f |", threads, batch, st.precision, o.Seconds(), t.Seconds(), ratio))
-		b.ReportMetric(ratio, fmt.Sprintf("ratio_t%d_b%d_%s", threads, batch, st.precision))
 	}
-	b.Logf("step times, medians of %d alternating steps:\n| threads | batch | deepsim precision | deepsim | PyTorch (float32) | ratio |\n|---|---|---|---|---|---|\n%s",
-		steps, strings.Join(rows, "\n"))
+	b.Logf("step times, medians of %d alternating steps, %d threads, batch %d:\n| step | s/step |\n|---|---|\n%s",
+		steps, threads, batch, strings.Join(rows, "\n"))
+	users := all[2*len(precisions)]
+	b.Logf("%s against the fastest float32 peer (%s): x%.2f; against %s: x%.2f",
+		ours.name, fastest[false].name, med(ours)/med(fastest[false]), users.name, med(ours)/med(users))
+	b.ReportMetric(med(ours)/med(fastest[false]), "ratio_fastest")
+	b.ReportMetric(med(ours)/med(users), "ratio_transposed")
+	if bf16 {
+		b.Logf("%s against the fastest bf16 peer (%s): x%.2f", oursBF16.name, fastest[true].name, med(oursBF16)/med(fastest[true]))
+	}
+
+	// The machine's limit: the step's FLOPs (the 2x2 form's, which are
+	// deepsim's) over its time, against the fastest 3x3 convolution here.
+	f := peerOutput(b, "flops", ckpt0, "../pretrained/exemplar.pt", batches0, "--form", "subpixel",
+		"--lambda-adv", strconv.FormatFloat(adv, 'g', -1, 64))
+	flops, _ := strconv.ParseFloat(f[0], 64)
+	pk := peerOutput(b, "peak", strconv.Itoa(threads))
+	peak, _ := strconv.ParseFloat(pk[0], 64)
+	achieved := flops / med(ours) / 1e9
+	b.Logf("the step: %.1f GFLOP; deepsim %.0f GFLOP/s, the fastest 3x3 convolution here %.0f GFLOP/s (%s): %.0f%% of it",
+		flops/1e9, achieved, peak, strings.Join(pk[1:], " "), 100*achieved/peak)
+	b.ReportMetric(100*achieved/peak, "pct_of_conv_peak")
 }
 
 // BenchmarkPeerEndToEnd compares runner train's images per second, data

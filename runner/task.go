@@ -15,7 +15,7 @@ import (
 // A task is one kind of run. Each task lives in its own file and is
 // registered in tasks; Train is the loop they share. A new task is a file
 // and a line in tasks, and on the engine's side a build and a step
-// function in graphs/model.cpp.
+// function in graphs/model.hpp.
 type task interface {
 	// defaults sets the task's own defaults over Defaults().
 	defaults(c *Config)

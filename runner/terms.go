@@ -20,7 +20,7 @@ type LossTerm struct {
 }
 
 // LossTerms is the table of loss terms. A new term is a row here and its
-// computation in graphs/model.cpp.
+// computation in graphs/model.hpp.
 var LossTerms = [...]LossTerm{
 	{TermFeat, 1, "weight of the feature (perceptual) loss"},
 	{TermAdv, 0.01, "weight of the adversarial loss"},

@@ -58,6 +58,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "crops per step")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "crop side in pixels (16, 32, 64, 128, 256)")
 	fs.Var((*latentFlag)(&cfg.CodeChannels), "latent", "code (VAE: latent) shape CxHxW, or just C; H and W are always 8")
+	fs.StringVar(&cfg.Layout, "layout", cfg.Layout, "memory layout of the networks: channels-last or nchw (speed only; which is faster depends on the CPU: make bench-peer)")
 	fs.StringVar(&cfg.Precision, "precision", cfg.Precision, "float32; bf16 (bfloat16 autocast of the forward passes, where the CPU has it); or float64 (slow: for checking runs step by step)")
 	fs.StringVar(&cfg.Upsample, "upsample", cfg.Upsample, "generator upsampling: deconv (transposed conv, the paper's) or resize (nearest + 3x3 conv, no checkerboard)")
 	fs.Float64Var(&cfg.KLWeight, "kl-weight", cfg.KLWeight, "VAE: weight of the KL term (nats per image)")

@@ -1,5 +1,3 @@
-//go:build ignore
-
 // Compiled as part of engine.cpp, not on its own (see there).
 // The trained networks of a run: each task builds its networks and names
 // its train step once; then inference and checkpoints.
@@ -130,11 +128,19 @@ void check_finite_loss(const char* what, const torch::Tensor& loss) {
                              std::to_string(v));
 }
 
+// One pass over the weights and one read of a number: the sum of their
+// norms is finite exactly when every weight is (a finite weight's norm
+// would overflow only beyond 1e19). Only a failed check looks for the name.
 void check_finite_params(const Named& params) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> ts;
+  for (const auto& p : params) ts.push_back(p.second);
+  if (std::isfinite(torch::stack(at::_foreach_norm(ts, 2)).sum().item<double>())) return;
   for (const auto& [name, t] : params)
     if (!torch::isfinite(t).all().item<bool>())
       throw std::runtime_error("training diverged: parameter \"" + name +
                                "\" is not finite after the step");
+  throw std::runtime_error("training diverged: the weights' norm is not finite after the step");
 }
 
 // One optimizer step on loss over params(m): a loss that diverged never
@@ -165,15 +171,19 @@ double term(const ds_step_log& out, const char* name) {
   throw std::logic_error(std::string("the step logged no ") + name);
 }
 
-// Channels-last memory format for the trained convolutions and their
-// inputs: oneDNN's convolutions run faster on it. Adam's state follows the
-// parameters' format; checkpoints are written contiguous all the same.
-constexpr auto kLayout = torch::MemoryFormat::ChannelsLast;
+// The memory format of the trained convolutions and their inputs.
+// oneDNN's convolutions run faster on channels-last on some machines and
+// on NCHW on others. Adam's state follows the parameters' format;
+// checkpoints are written contiguous all the same.
+torch::MemoryFormat layout(const ds_model& m) {
+  return m.cfg.layout == DS_LAYOUT_NCHW ? torch::MemoryFormat::Contiguous
+                                        : torch::MemoryFormat::ChannelsLast;
+}
 
-void channels_last(torch::nn::Module& mod) {
+void to_layout(const ds_model& m, torch::nn::Module& mod) {
   torch::NoGradGuard no_grad;
   for (auto& p : mod.parameters())
-    if (p.dim() == 4) p.set_data(p.data().contiguous(kLayout));
+    if (p.dim() == 4) p.set_data(p.data().contiguous(layout(m)));
 }
 
 std::unique_ptr<torch::optim::Adam> adam(const ds_config& cfg,
@@ -355,9 +365,9 @@ void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
   m.enc->to(m.device, dtype(m));
   m.gen->to(m.device, dtype(m));
   m.disc->to(m.device, dtype(m));
-  channels_last(*m.enc);
-  channels_last(*m.gen);
-  channels_last(*m.disc);
+  to_layout(m, *m.enc);
+  to_layout(m, *m.gen);
+  to_layout(m, *m.disc);
   m.opt_d = adam(cfg, m.disc->parameters());
   m.step = autoencoder_step;
 }
@@ -414,8 +424,8 @@ void build_inversion(ds_model& m, std::shared_ptr<Comparator> comp,
   m.cdisc = ConditionalDiscriminator(cfg.size, f.size(1), f.size(2), f.size(3), m.rows);
   m.inv->to(m.device, dtype(m));
   m.cdisc->to(m.device, dtype(m));
-  channels_last(*m.inv);
-  channels_last(*m.cdisc);
+  to_layout(m, *m.inv);
+  to_layout(m, *m.cdisc);
   m.opt_d = adam(cfg, m.cdisc->parameters());
   m.step = inversion_step;
 }
@@ -493,6 +503,8 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* ta
                                 " must be 8 times a power of two, >= 16");
   if (cfg.n_weights < 0 || cfg.n_weights > DS_MAX_TERMS)
     throw std::invalid_argument("too many loss weights");
+  if (cfg.layout != DS_LAYOUT_CHANNELS_LAST && cfg.layout != DS_LAYOUT_NCHW)
+    throw std::invalid_argument("unknown layout " + std::to_string(cfg.layout));
   auto m = std::make_unique<ds_model>();
   m->cfg = cfg;
   m->device = best_device();
@@ -528,7 +540,7 @@ void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out) {
   m.rows->global = global;
   m.share = static_cast<double>(in.n) / global;
   m.stop_asked = in.stop != 0;
-  auto x = images(m, in.x, in.n, m.cfg.size, m.cfg.size).contiguous(kLayout);
+  auto x = images(m, in.x, in.n, m.cfg.size, m.cfg.size).contiguous(layout(m));
   *out = ds_step_log{};
   m.step(m, x, in, out);
   trim_now_and_then(m);
@@ -678,6 +690,30 @@ int64_t num_params(ds_model& m) {
   for (const auto& p : g_params(m)) n += p.second.numel();
   for (const auto& p : d_params(m)) n += p.second.numel();
   return n;
+}
+
+void upconv_check(int64_t in, int64_t out, int64_t n, int64_t h, int64_t w, int64_t seed,
+                  bool channels_last, double err[4]) {
+  torch::manual_seed(static_cast<uint64_t>(seed));
+  UpConv up(in, out);
+  up->to(torch::kFloat64);
+  auto x = torch::randn({n, in, h, w}, torch::kFloat64);
+  auto grad = torch::randn({n, out, 2 * h, 2 * w}, torch::kFloat64);
+  if (channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  auto xa = x.clone().requires_grad_(true), xb = x.clone().requires_grad_(true);
+  auto wb = up->weight.detach().clone().requires_grad_(true);
+  auto bb = up->bias.detach().clone().requires_grad_(true);
+  auto ya = up->forward(xa);
+  auto yb = torch::conv_transpose2d(xb, wb, bb, /*stride=*/2, /*padding=*/1);
+  (ya * grad).sum().backward();
+  (yb * grad).sum().backward();
+  auto diff = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return (a - b).abs().max().item<double>();
+  };
+  err[0] = diff(ya, yb);
+  err[1] = diff(xa.grad(), xb.grad());
+  err[2] = diff(up->weight.grad(), wb.grad());
+  err[3] = diff(up->bias.grad(), bb.grad());
 }
 
 }  // namespace deepsim

@@ -1,5 +1,3 @@
-//go:build ignore
-
 // Compiled as part of engine.cpp, not on its own (see there).
 // The comparators: the registry of architectures deepsim can build and load
 // weights into, and the fixed networks whose features define similarity.

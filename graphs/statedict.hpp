@@ -1,5 +1,3 @@
-//go:build ignore
-
 // Compiled as part of engine.cpp, not on its own (see there).
 // State dicts and Adam state in torch.save's zip format: what checkpoints
 // and comparator weights are made of.

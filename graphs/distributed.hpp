@@ -1,5 +1,3 @@
-//go:build ignore
-
 // Compiled as part of engine.cpp, not on its own (see there).
 // Data-parallel training on libtorch's c10d: a Gloo process group that
 // meets through a TCP store (torchrun's convention) or a file store (the
