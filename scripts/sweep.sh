@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The autoencoder's loss sweep (issue 22): SE and DeePSiM configurations
+# trained on the demo's split at the demo's scale, each judged on the
+# held-back photographs by both trained judges, one row per run in
+# OUT/sweep.tsv. A run already judged is skipped, so the sweep resumes.
+#   scripts/sweep.sh OUT [NAME...]      (default: every configuration)
+# Environment: STEPS (1500), THREADS (1), SEED (1), PHOTOS.
+set -euo pipefail
+out=$1; shift
+runner=${RUNNER:-bin/runner}
+steps=${STEPS:-1500}
+threads=${THREADS:-1}
+seed=${SEED:-1}
+photos=${PHOTOS:-/usr/share/backgrounds /usr/share/wallpapers}
+
+# name, then the flags that make it; everything else is the demo's.
+configs=(
+	"se|--lambda-feat 0 --lambda-adv 0 --lambda-img 1"
+	"default|"
+	"adv0.1|--lambda-adv 0.1"
+	"adv0.3|--lambda-adv 0.3"
+	"paper|--lambda-feat 1 --lambda-img 1.09 --lambda-adv 0.54"
+	"adv1|--lambda-adv 1"
+	"taps-adv0.1|--comparator mobilenetv2 --lambda-adv 0.1"
+	"deep-adv0.1|--comparator mobilenetv2:block_6_expand_relu --lambda-adv 0.1"
+)
+
+mkdir -p "$out"
+[ -d "$out/split/train" ] || "$(dirname "$0")/split-photos.sh" "$out/split" $photos
+table=$out/sweep.tsv
+[ -f "$table" ] || printf 'run\tseed\tsteps\tpsnr\tssim\tsharpness\tperceptual_inceptionv3\tperceptual_mobilenetv2\tfeature_error_pct\tflags\n' >"$table"
+
+want=" $* "
+for c in "${configs[@]}"; do
+	name=${c%%|*}; flags=${c#*|}
+	[ $# -eq 0 ] || [[ $want == *" $name "* ]] || continue
+	run=$out/$name-s$seed-$steps
+	grep -q "^$name	$seed	$steps	" "$table" && continue
+	rm -rf "$run"
+	# shellcheck disable=SC2086 # flags are words
+	"$runner" train --task autoencoder --data "$out/split/train" --heldout "$out/split/heldout" --out "$run" \
+		--steps "$steps" --batch 16 --size 64 --seed "$seed" --upsample resize --threads "$threads" \
+		--checkpoint-every 500 --log-every 10 $flags >"$run.log" 2>&1
+	inc=$("$runner" eval --run "$run" --data "$out/split/heldout" --n 256 --json --judge inceptionv3 2>>"$run.log")
+	mob=$("$runner" eval --run "$run" --data "$out/split/heldout" --n 256 --json --judge mobilenetv2 2>>"$run.log")
+	row=$(jq -r --argjson m "$mob" '[.psnr, .ssim, .sharpness_ratio, .perceptual_distance, $m.perceptual_distance, .feature_error_pct] | map(if type == "number" then (. * 1000 | round / 1000) else . end) | @tsv' <<<"$inc")
+	printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$seed" "$steps" "$row" "$flags" >>"$table"
+	echo "sweep: $name done: $row"
+done
+column -t -s $'\t' "$table"
