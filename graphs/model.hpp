@@ -8,7 +8,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 
@@ -473,21 +472,22 @@ void build_classifier(ds_model& m) {
   m.step = classify_step;
 }
 
+// By default glibc serves blocks above its mmap threshold (128 KiB at
+// first; activations are megabytes) with mmap and unmaps them on free, and
+// trims the heap's top after each large free, so a step faulted much of
+// its activations' memory in anew: measured, a quarter of the step
+// (README, Performance). Freed activations stay in the heap for the next
+// step instead; trim_now_and_then keeps the resident set flat. Setting
+// these again for another model changes nothing.
+void keep_freed_activations() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest on 64-bit
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 // glibc keeps the memory of freed activations in fragmented arenas and the
 // resident set creeps up step after step; handing free pages back now and
 // then keeps it flat at a small cost.
 void trim_now_and_then(ds_model& m) {
-  static std::once_flag keep_heap;
-  // By default glibc serves blocks above its mmap threshold (128 KiB at
-  // first; activations are megabytes) with mmap and unmaps them on free,
-  // and trims the heap's top after each large free, so a step faulted much
-  // of its activations' memory in anew: measured, a quarter of the step
-  // (README, Performance). Freed activations now stay in the heap for the
-  // next step, and the trim below keeps the resident set flat.
-  std::call_once(keep_heap, [] {
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest on 64-bit
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  });
   if (++m.steps_since_trim >= 16) {
     malloc_trim(0);
     m.steps_since_trim = 0;
@@ -517,6 +517,7 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* ta
     throw std::invalid_argument("too many loss weights");
   if (cfg.layout != DS_LAYOUT_CHANNELS_LAST && cfg.layout != DS_LAYOUT_NCHW)
     throw std::invalid_argument("unknown layout " + std::to_string(cfg.layout));
+  keep_freed_activations();
   auto m = std::make_unique<ds_model>();
   m->cfg = cfg;
   m->device = best_device();
