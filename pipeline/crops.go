@@ -23,21 +23,30 @@ type CropOptions struct {
 // flips it at random and resizes it to opt.Size.
 func RandomCrop(rng *rand.Rand, img *image.NRGBA, opt CropOptions) *image.NRGBA {
 	b := img.Bounds()
-	short := min(b.Dx(), b.Dy())
-	lo := max(float64(opt.Size), opt.MinScale*float64(short))
-	lo = min(lo, float64(short))
-	side := int(math.Round(lo * math.Pow(float64(short)/lo, rng.Float64())))
-	side = max(1, min(side, short))
-	x := b.Min.X + rng.IntN(b.Dx()-side+1)
-	y := b.Min.Y + rng.IntN(b.Dy()-side+1)
-	crop := imaging.Crop(img, image.Rect(x, y, x+side, y+side))
-	if side != opt.Size {
+	r := DrawCrop(rng, b.Dx(), b.Dy(), opt).Add(b.Min)
+	crop := imaging.Crop(img, r)
+	if r.Dx() != opt.Size {
 		crop = imaging.Resize(crop, opt.Size, opt.Size, imaging.Linear)
 	}
 	if opt.Flip && rng.IntN(2) == 1 {
 		crop = imaging.FlipH(crop)
 	}
 	return crop
+}
+
+// DrawCrop draws the square region of a crop of a w x h image: its side
+// log-uniform between max(opt.Size, opt.MinScale * the short side) and the
+// short side, so fine and coarse detail are equally likely, and its
+// position uniform.
+func DrawCrop(rng *rand.Rand, w, h int, opt CropOptions) image.Rectangle {
+	short := min(w, h)
+	lo := max(float64(opt.Size), opt.MinScale*float64(short))
+	lo = min(lo, float64(short))
+	side := int(math.Round(lo * math.Pow(float64(short)/lo, rng.Float64())))
+	side = max(1, min(side, short))
+	x := rng.IntN(w - side + 1)
+	y := rng.IntN(h - side + 1)
+	return image.Rect(x, y, x+side, y+side)
 }
 
 // ToCHW writes the region r of img as float32 CHW in [-1,1] into dst,

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"fmt"
 	"image"
 	"image/color"
 	"math"
@@ -13,14 +14,14 @@ import (
 // Exemplar is the data of an Exemplar-CNN: surrogate classes, each made of
 // random transformations of one seed patch.
 type Exemplar struct {
-	Set   *Set
-	Seeds []SeedPatch
-	Size  int // side of the training patches
+	images map[int]*image.NRGBA // the seeds' images, by item
+	Seeds  []SeedPatch
+	Size   int // side of the training patches
 }
 
 // SeedPatch is one surrogate class: a square region of an image.
 type SeedPatch struct {
-	Image      int
+	Image      int     // the item
 	CX, CY     float64 // centre
 	Side       float64
 	GradEnergy float64 // mean gradient magnitude: seeds are chosen textured
@@ -36,30 +37,58 @@ const (
 	augReach    = augMaxScale*1.45/2 + augShift
 )
 
-// NewExemplar picks n seed patches from set: from 3n random candidates it
-// keeps the n with the most gradient energy, since flat patches make
-// classes that no network can tell apart.
-func NewExemplar(set *Set, n, size int, seed uint64) *Exemplar {
+// NewExemplar picks n seed patches from the loader's items, each image
+// decoded whole with opt: from 3n random candidates it keeps the n with
+// the most gradient energy, since flat patches make classes that no
+// network can tell apart. Only the chosen seeds' images are kept. Bad
+// items are skipped (and warned about once); too few good ones is an
+// error.
+func NewExemplar(l *Loader, n, size int, seed uint64, opt DecodeOptions) (*Exemplar, error) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	var cands []SeedPatch
-	for len(cands) < 3*n {
-		i := rng.IntN(len(set.Images))
-		b := set.Images[i].Bounds()
+	images := map[int]*image.NRGBA{}
+	bad := map[int]bool{}
+	items := l.Source().Len()
+	for tries := 0; len(cands) < 3*n; tries++ {
+		if tries > 100*n+1000 {
+			return nil, fmt.Errorf("exemplar: found %d of %d seed patches: the images are too few, too small or unreadable", len(cands), 3*n)
+		}
+		i := rng.IntN(items)
+		if bad[i] {
+			continue
+		}
+		img := images[i]
+		if img == nil {
+			var err error
+			if img, err = l.Image(i, opt); err != nil {
+				bad[i] = true
+				if l.opt.Warn != nil {
+					l.opt.Warn(Skipped{Path: l.Source().Name(i), Err: err})
+				}
+				continue
+			}
+		}
+		b := img.Bounds()
 		short := float64(min(b.Dx(), b.Dy()))
 		maxSide := short / (2 * augReach)
 		if maxSide < float64(size)/2 {
 			continue
 		}
+		images[i] = img
 		side := math.Max(float64(size)/2, maxSide*(0.3+0.7*rng.Float64()))
 		m := side * augReach
 		cx := m + rng.Float64()*(float64(b.Dx())-2*m)
 		cy := m + rng.Float64()*(float64(b.Dy())-2*m)
 		p := SeedPatch{Image: i, CX: cx + float64(b.Min.X), CY: cy + float64(b.Min.Y), Side: side}
-		p.GradEnergy = gradEnergy(cut(set.Images[i], p.CX, p.CY, side))
+		p.GradEnergy = gradEnergy(cut(img, p.CX, p.CY, side))
 		cands = append(cands, p)
 	}
 	sort.SliceStable(cands, func(a, b int) bool { return cands[a].GradEnergy > cands[b].GradEnergy })
-	return &Exemplar{Set: set, Seeds: cands[:n], Size: size}
+	e := &Exemplar{images: map[int]*image.NRGBA{}, Seeds: cands[:n], Size: size}
+	for _, s := range e.Seeds {
+		e.images[s.Image] = images[s.Image]
+	}
+	return e, nil
 }
 
 func cut(img *image.NRGBA, cx, cy, side float64) *image.NRGBA {
@@ -86,7 +115,7 @@ func gradEnergy(img *image.NRGBA) float64 {
 // translation, rotation, flip and colour jitter, at Size x Size.
 func (e *Exemplar) Augment(rng *rand.Rand, c int) *image.NRGBA {
 	s := e.Seeds[c]
-	img := e.Set.Images[s.Image]
+	img := e.images[s.Image]
 	scale := math.Exp(math.Log(augMinScale) + rng.Float64()*math.Log(augMaxScale/augMinScale))
 	side := s.Side * scale
 	cx := s.CX + (2*rng.Float64()-1)*augShift*s.Side

@@ -2,9 +2,7 @@ package pipeline
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,46 +99,6 @@ func TestDecodeConversions(t *testing.T) {
 	}
 }
 
-func TestLoadSkipsEachBadFileOnce(t *testing.T) {
-	dir := t.TempDir()
-	writeBad(t, dir)
-	if _, err := testimages.WritePhotos(dir, 3, 128, 96, 1); err != nil {
-		t.Fatal(err)
-	}
-	paths, err := Find(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	warned := map[string]int{}
-	set, err := Load(context.Background(), paths, LoadOptions{
-		Decode: DecodeOptions{MinSide: 64},
-		Warn:   func(s Skipped) { warned[filepath.Base(s.Path)]++ },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range testimages.Unusable {
-		if warned[name] != 1 {
-			t.Errorf("%s warned %d times, want 1", name, warned[name])
-		}
-	}
-	if len(warned) != len(testimages.Unusable) {
-		t.Errorf("warnings for %v, want only the unusable files", warned)
-	}
-	used := map[string]bool{}
-	for _, p := range set.Paths {
-		used[filepath.Base(p)] = true
-	}
-	for _, name := range testimages.Convertible {
-		if !used[name] {
-			t.Errorf("convertible file %s was not used", name)
-		}
-	}
-	if got, want := len(set.Images), 3+len(testimages.Convertible); got != want {
-		t.Errorf("%d images used, want %d", got, want)
-	}
-}
-
 func TestFind(t *testing.T) {
 	dir := t.TempDir()
 	sub := filepath.Join(dir, "a", "b")
@@ -173,62 +131,6 @@ func TestFind(t *testing.T) {
 	}
 }
 
-func testSet(t testing.TB) *Set {
-	set := &Set{}
-	for i := range 4 {
-		set.Images = append(set.Images, testimages.Photo(uint64(i), 160, 120))
-		set.Paths = append(set.Paths, "p")
-	}
-	return set
-}
-
-func TestStreamDeterministicAndResumable(t *testing.T) {
-	set := testSet(t)
-	opt := StreamOptions{Crop: CropOptions{Size: 32, MinScale: 0.2, Flip: true}, Batch: 3, Seed: 5}
-	build := func(i int64) Batch { return MakeBatch(set, opt, i) }
-	collect := func(start int64, n int) []Batch {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		var out []Batch
-		for b := range Stream(ctx, build, start, 3, 2) {
-			out = append(out, b)
-			if len(out) == n {
-				break
-			}
-		}
-		return out
-	}
-	full := collect(0, 8)
-	again := collect(0, 8)
-	resumed := collect(5, 3)
-	for i, b := range full {
-		if b.Index != int64(i) {
-			t.Fatalf("batch %d has index %d", i, b.Index)
-		}
-		if !slices.Equal(b.Data, again[i].Data) {
-			t.Fatalf("batch %d differs between two runs with one seed", i)
-		}
-		for _, v := range b.Data {
-			if v < -1 || v > 1 {
-				t.Fatalf("value %v outside [-1,1]", v)
-			}
-		}
-	}
-	for i, b := range resumed {
-		if !slices.Equal(b.Data, full[5+i].Data) {
-			t.Fatalf("resumed batch %d differs from the original", 5+i)
-		}
-	}
-	if slices.Equal(full[0].Data, full[1].Data) {
-		t.Fatal("consecutive batches are identical")
-	}
-	other := opt
-	other.Seed = 6
-	if slices.Equal(MakeBatch(set, other, 0).Data, full[0].Data) {
-		t.Fatal("a different seed gave the same batch")
-	}
-}
-
 func TestCHWRoundTrip(t *testing.T) {
 	img := testimages.Photo(3, 17, 9)
 	buf := make([]float32, 3*17*9)
@@ -239,47 +141,6 @@ func TestCHWRoundTrip(t *testing.T) {
 	}
 	if got := FromCHW([]float32{-3, 2, 0}, 1, 1).NRGBAAt(0, 0); got.R != 0 || got.G != 255 || got.B != 128 {
 		t.Fatalf("clamping gave %v", got)
-	}
-}
-
-func TestExemplarClasses(t *testing.T) {
-	set := &Set{}
-	for i := range 3 {
-		set.Images = append(set.Images, testimages.Photo(uint64(i), 400, 300))
-		set.Paths = append(set.Paths, "p")
-	}
-	ex := NewExemplar(set, 6, 64, 1)
-	if len(ex.Seeds) != 6 {
-		t.Fatalf("%d seeds", len(ex.Seeds))
-	}
-	for i := 1; i < len(ex.Seeds); i++ {
-		if ex.Seeds[i].GradEnergy > ex.Seeds[i-1].GradEnergy {
-			t.Fatal("seeds are not ordered by texture")
-		}
-	}
-	a, b := ex.Batch(2, 7, 5), ex.Batch(2, 7, 5)
-	if !slices.Equal(a.Data, b.Data) || !slices.Equal(a.Labels, b.Labels) {
-		t.Fatal("the same batch index gave different batches")
-	}
-	if a.N != 5 || len(a.Labels) != 5 || len(a.Data) != 5*3*64*64 {
-		t.Fatalf("batch of %d with %d labels and %d values", a.N, len(a.Labels), len(a.Data))
-	}
-	for _, l := range a.Labels {
-		if l < 0 || l >= 6 {
-			t.Fatalf("label %d", l)
-		}
-	}
-	h := ex.Heldout(2, 3)
-	if h.N != 18 || h.Labels[0] != 0 || h.Labels[7] != 1 {
-		t.Fatalf("held-out set: %d samples, labels %v", h.N, h.Labels[:8])
-	}
-	if slices.Equal(h.Data[:3*64*64], ex.Batch(2, 0, 1).Data) {
-		t.Fatal("held-out sample equals a training sample")
-	}
-	// Two transformations of one class differ: augmentation is random.
-	rng := rand.New(rand.NewPCG(1, 2))
-	if slices.Equal(ex.Augment(rng, 0).Pix, ex.Augment(rng, 0).Pix) {
-		t.Fatal("two augmentations are identical")
 	}
 }
 

@@ -1,39 +1,23 @@
 package pipeline
 
-import (
-	"context"
-	"math/rand/v2"
-)
+import "context"
+
+// Skipped names an item the pipeline could not use, and why.
+type Skipped struct {
+	Path string
+	Err  error
+}
 
 // Batch is n crops as float32 NCHW in [-1,1].
 type Batch struct {
-	Index  int64 // position in the stream; equal indices give equal batches
-	N      int
-	Size   int
-	Data   []float32
-	Labels []int64 // class of each crop, for classification tasks
-}
-
-// StreamOptions controls the crops of MakeBatch.
-type StreamOptions struct {
-	Crop  CropOptions
-	Batch int
-	Seed  uint64
-}
-
-// MakeBatch builds the training batch at position index from random crops.
-// It depends only on the set, the options and index.
-func MakeBatch(set *Set, opt StreamOptions, index int64) Batch {
-	rng := rand.New(rand.NewPCG(opt.Seed, uint64(index)))
-	size := opt.Crop.Size
-	plane := 3 * size * size
-	b := Batch{Index: index, N: opt.Batch, Size: size, Data: make([]float32, opt.Batch*plane)}
-	for i := range opt.Batch {
-		img := set.Images[rng.IntN(len(set.Images))]
-		crop := RandomCrop(rng, img, opt.Crop)
-		ToCHW(crop, crop.Bounds(), b.Data[i*plane:(i+1)*plane])
-	}
-	return b
+	Index int64 // position in the stream; equal indices give equal batches
+	// The batch is rows [Offset, Offset+N) of a batch of Global rows (0:
+	// N): a process of a group builds only its own.
+	Offset, Global int
+	N              int
+	Size           int
+	Data           []float32
+	Labels         []int64 // class of each crop, for classification tasks
 }
 
 // Stream delivers the batches build(start), build(start+1), ... in order,

@@ -149,12 +149,13 @@ func ablationTable(opt AblateOptions, rows []AblationRow) string {
 // ablationSheet reconstructs the same 8 held-out crops with every
 // combination: originals first, then one row per combination.
 func ablationSheet(ctx context.Context, opt AblateOptions, log *slog.Logger) (*image.NRGBA, error) {
-	set, err := loadImages(ctx, opt.Base, opt.Heldout, log)
+	data, err := openData(opt.Base, opt.Heldout, log, nil)
 	if err != nil {
 		return nil, err
 	}
+	defer data.Close()
 	size := opt.Base.Size
-	crops := fixedCrops(set, opt.Base, reportCrops, 1)
+	crops := fixedCrops(data, reportCrops, 1)
 	rows := [][]*image.NRGBA{images(crops.Data, crops.N, size)}
 	for _, c := range Combinations {
 		model, _, err := OpenModel(filepath.Join(opt.Out, c.Slug), opt.Store)

@@ -19,7 +19,7 @@ import (
 // synthetic photos where they are missing.
 var defaultPhotos = []string{"/usr/share/backgrounds", "/usr/share/wallpapers"}
 
-func benchSet(b *testing.B, cfg Config) *pipeline.Set {
+func benchData(b *testing.B, cfg Config) *pipeline.Loader {
 	b.Helper()
 	dirs := defaultPhotos
 	for _, d := range dirs {
@@ -32,22 +32,19 @@ func benchSet(b *testing.B, cfg Config) *pipeline.Set {
 			break
 		}
 	}
-	set, err := loadImages(context.Background(), cfg, dirs, discardLog())
+	data, err := openData(cfg, dirs, discardLog(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%d images from %v", len(set.Images), dirs)
+	b.Cleanup(data.Close)
+	b.Logf("%d images from %v", data.Source().Len(), dirs)
 	b.ResetTimer()
-	return set
+	return data
 }
 
 // stream is the training run's data stream: random crops on two workers.
-func stream(ctx context.Context, set *pipeline.Set, cfg Config) <-chan pipeline.Batch {
-	opt := pipeline.StreamOptions{
-		Crop:  pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale, Flip: true},
-		Batch: cfg.Batch, Seed: uint64(cfg.Seed),
-	}
-	return pipeline.Stream(ctx, func(i int64) pipeline.Batch { return pipeline.MakeBatch(set, opt, i) }, 0, 2, 2)
+func stream(ctx context.Context, data *pipeline.Loader, cfg Config) <-chan pipeline.Batch {
+	return pipeline.Stream(ctx, cropBatches(cfg, data, nil), 0, 2, 2)
 }
 
 // benchModel builds cfg's model, closed when the benchmark ends, and sets
@@ -70,11 +67,11 @@ func benchModel(b *testing.B, cfg Config) *graphs.Model {
 // trainer returns a function that runs one training step of cfg's model
 // on cfg's data stream; everything is released when the benchmark ends.
 func trainer(b *testing.B, cfg Config) func() {
-	set := benchSet(b, cfg)
+	data := benchData(b, cfg)
 	model := benchModel(b, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	s := stream(ctx, set, cfg)
+	s := stream(ctx, data, cfg)
 	return func() {
 		batch := <-s
 		if _, err := model.TrainStep(graphs.Step{Batch: batch.Data, N: batch.N, KLWeight: cfg.KLWeight}); err != nil {
@@ -87,10 +84,10 @@ func trainer(b *testing.B, cfg Config) func() {
 // default configuration, with the training run's worker count.
 func BenchmarkPipeline(b *testing.B) {
 	cfg := Defaults()
-	set := benchSet(b, cfg)
+	data := benchData(b, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := stream(ctx, set, cfg)
+	s := stream(ctx, data, cfg)
 	<-s
 	const batches = 100
 	start := time.Now()

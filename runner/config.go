@@ -87,8 +87,14 @@ type Config struct {
 
 	// Random crops cover between MinScale and all of an image's short side.
 	MinScale float64 `json:"min_scale"`
-	// Images are decoded once and kept with their short side at most this.
+	// Crops are drawn as if each image's short side were at most this: the
+	// largest crop covers MaxSide/short of a larger image's short side.
 	MaxSide int `json:"max_side"`
+	// DataStream is the version of the data stream the run's batches
+	// follow (DataStreamVersion); runs made before streaming have 1.
+	DataStream int `json:"data_stream"`
+	// CacheMB bounds the decoded images kept in memory, in MiB.
+	CacheMB int `json:"cache_mb"`
 
 	Seed            int64 `json:"seed"`
 	Threads         int   `json:"threads"`
@@ -118,6 +124,14 @@ const (
 	UpsampleResize = "resize"
 	UpsampleDeconv = "deconv"
 )
+
+// DataStreamVersion is the data stream new runs follow: 2 is seeded
+// epochs without replacement over listed sources, decoded on demand.
+const DataStreamVersion = 2
+
+// DefaultCacheMB bounds the decoded images a run keeps: the default photos
+// fit whole at the default crop size.
+const DefaultCacheMB = 1024
 
 // DefaultLayout is the layout new runs train in (Config.Layout): the faster
 // on the machine this project measured (README, Performance).
@@ -174,6 +188,8 @@ func Defaults() Config {
 		WeightDecay:     4e-4,
 		MinScale:        0.1,
 		MaxSide:         512,
+		DataStream:      DataStreamVersion,
+		CacheMB:         DefaultCacheMB,
 		Seed:            1,
 		Threads:         0,
 		LogEvery:        1,
@@ -267,6 +283,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--precision %q: have %s, %s, %s", c.Precision, PrecisionFloat32, PrecisionBF16, PrecisionFloat64)
 	case c.Layout != LayoutChannelsLast && c.Layout != LayoutNCHW:
 		return fmt.Errorf("--layout %q: have %s, %s", c.Layout, LayoutChannelsLast, LayoutNCHW)
+	case c.CacheMB < 0:
+		return fmt.Errorf("--cache-mb %d: must be at least 0", c.CacheMB)
 	case c.Precision == PrecisionBF16 && !hasBF16(cpuFlags()):
 		return errors.New("--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); train in float32")
 	}
@@ -375,9 +393,12 @@ func ParseConfig(b []byte) (Config, error) {
 		return Config{}, err
 	}
 	cfg := DefaultsFor(head.Task)
-	cfg.Layout = ""
+	cfg.Layout, cfg.DataStream = "", 0
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return Config{}, err
+	}
+	if cfg.DataStream == 0 {
+		cfg.DataStream = 1 // decoded in memory, drawn with replacement
 	}
 	if cfg.Layout == "" {
 		cfg.Layout = LayoutChannelsLast // what runs before the choice used
@@ -395,7 +416,8 @@ func (c Config) Generative() bool {
 // resumable are the settings a resumed run may change, by config.json key.
 // (An inversion's target_weights is checked against the weights themselves.)
 var resumable = map[string]bool{"steps": true, "threads": true, "layout": true, "data": true, "heldout": true,
-	"log_every": true, "checkpoint_every": true, "target_weights": true}
+	"log_every": true, "checkpoint_every": true, "target_weights": true,
+	"data_stream": true, "cache_mb": true}
 
 // flagNames are the command-line flags of config keys whose names differ.
 var flagNames = map[string]string{"code_channels": "latent"}

@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 
 	"github.com/disintegration/imaging"
-
-	"github.com/deepsim/deepsim/pipeline"
 )
 
 // CropsOptions controls WriteCrops.
@@ -48,27 +45,23 @@ func WriteCrops(ctx context.Context, opt CropsOptions) ([]string, error) {
 			return nil, fmt.Errorf("crops: --out %s and --data %s overlap: the crops would become input images", opt.Out, d)
 		}
 	}
-	paths, err := pipeline.Find(opt.Data...)
+	// The largest crop covers up to 4 x --size of an image's short side.
+	cfg := Config{Size: opt.Size, MinScale: opt.MinScale, MaxSide: 4 * opt.Size, CacheMB: DefaultCacheMB}
+	data, err := openData(cfg, opt.Data, log, nil)
 	if err != nil {
 		return nil, err
 	}
-	set, err := pipeline.Load(ctx, paths, pipeline.LoadOptions{
-		Decode: pipeline.DecodeOptions{MinSide: opt.Size, MaxSide: 4 * opt.Size},
-		Warn: func(s pipeline.Skipped) {
-			log.Warn("skipping image", "file", s.Path, "reason", s.Err.Error())
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
+	defer data.Close()
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, err
 	}
-	rng := rand.New(rand.NewPCG(opt.Seed, 0))
 	var out []string
 	for i := range opt.N {
-		img := set.Images[i%len(set.Images)] // every image before any repeats
-		c := pipeline.RandomCrop(rng, img, pipeline.CropOptions{Size: opt.Size, MinScale: opt.MinScale})
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		// Every image before any repeats.
+		c := data.Crop(i%data.Source().Len(), opt.Seed, int64(i), false)
 		p := filepath.Join(opt.Out, fmt.Sprintf("crop-%03d.png", i))
 		if err := imaging.Save(c, p); err != nil {
 			return out, err

@@ -95,20 +95,21 @@ func checkGroup(cfg Config, t task, g *graphs.Group) error {
 	return nil
 }
 
-// sameInputs checks that every rank loaded the same images and the same
-// target weights: otherwise their shards would not be one batch's.
-func sameInputs(g *graphs.Group, set *pipeline.Set, targetWeights string) error {
+// sameInputs checks that every rank listed the same images (by the
+// index's fingerprint: names and sizes) and the same target weights:
+// otherwise their rows would not be one batch's.
+func sameInputs(g *graphs.Group, src pipeline.Source, targetWeights string) error {
 	if g == nil {
 		return nil
 	}
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%x %s", set.Fingerprint(), targetWeights)
+	fmt.Fprintf(h, "%x %s", src.Fingerprint(), targetWeights)
 	same, err := g.Same(int64(h.Sum64() >> 1))
 	if err != nil {
 		return err
 	}
 	if !same {
-		return fmt.Errorf("the ranks loaded different training images or target weights: every rank needs the same --data files (%d here) and networks", len(set.Images))
+		return fmt.Errorf("the ranks loaded different training images or target weights: every rank needs the same --data files (%d here) and networks", src.Len())
 	}
 	return nil
 }
@@ -117,10 +118,15 @@ func sameInputs(g *graphs.Group, set *pipeline.Set, targetWeights string) error 
 // trains on: contiguous, and as even as n allows.
 func rows(n, r, w int) (lo, hi int) { return r * n / w, (r + 1) * n / w }
 
-// shard is this rank's part of a step's input. It asks the group to stop
-// after the step when ctx is cancelled.
+// shard is this rank's part of a step's input: a batch built whole is cut
+// to the rank's rows; one built as the rank's rows alone (Global set) is
+// kept. It asks the group to stop after the step when ctx is cancelled.
 func shard(ctx context.Context, s graphs.Step, g *graphs.Group) graphs.Step {
 	if g == nil {
+		return s
+	}
+	s.Stop = ctx.Err() != nil
+	if s.Global > 0 {
 		return s
 	}
 	lo, hi := rows(s.N, g.Rank(), g.Size())
@@ -130,7 +136,6 @@ func shard(ctx context.Context, s graphs.Step, g *graphs.Group) graphs.Step {
 		s.Labels = s.Labels[lo:hi]
 	}
 	s.Offset, s.Global, s.N = lo, s.N, hi-lo
-	s.Stop = ctx.Err() != nil
 	return s
 }
 

@@ -120,11 +120,12 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if err := fits(fmt.Sprintf("evaluating %d crops of %d px", opt.N, cfg.Size), 8*pixels(opt.N, cfg.Size)); err != nil {
 		return nil, err
 	}
-	set, err := loadImages(ctx, cfg, opt.Data, log)
+	data, err := openData(cfg, opt.Data, log, nil)
 	if err != nil {
 		return nil, err
 	}
-	x := fixedCrops(set, cfg, opt.N, opt.Seed).Data
+	defer data.Close()
+	x := fixedCrops(data, opt.N, opt.Seed).Data
 	y, err := inChunks(x, opt.N, 3*cfg.Size*cfg.Size, func(part []float32, n int) ([]float32, error) {
 		return model.Reconstruct(part, n, cfg.Size, cfg.Size)
 	})

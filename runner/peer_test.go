@@ -18,6 +18,7 @@ import (
 
 	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/internal/npy"
+	"github.com/deepsim/deepsim/pipeline"
 )
 
 // peerScript is deepsim's step in PyTorch eager (make bench-peer installs
@@ -77,7 +78,7 @@ func (p *peer) step(b *testing.B) (time.Duration, [4]float64) {
 // the batches both sides train on.
 func peerSetup(b *testing.B, cfg Config, batches int) (*graphs.Model, [][]float32, string, string) {
 	b.Helper()
-	set := benchSet(b, cfg)
+	images := benchData(b, cfg)
 	model := benchModel(b, cfg)
 	dir := b.TempDir()
 	state, err := model.Save(0)
@@ -90,7 +91,7 @@ func peerSetup(b *testing.B, cfg Config, batches int) (*graphs.Model, [][]float3
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := stream(ctx, set, cfg)
+	s := stream(ctx, images, cfg)
 	var data [][]float32
 	var all []float32
 	for range batches {
@@ -310,11 +311,11 @@ func BenchmarkPeerEndToEnd(b *testing.B) {
 	// ImageFolder wants class folders: one, of links to the photos.
 	folder := filepath.Join(b.TempDir(), "photos", "all")
 	os.MkdirAll(folder, 0o755)
-	set, err := loadImages(context.Background(), cfg, defaultPhotos, discardLog())
+	paths, err := pipeline.Find(defaultPhotos...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for i, p := range set.Paths {
+	for i, p := range paths {
 		os.Symlink(p, filepath.Join(folder, fmt.Sprintf("%03d%s", i, filepath.Ext(p))))
 	}
 	out, err := exec.Command("/usr/bin/python3", peerScript, "e2e", "../pretrained/exemplar.pt", filepath.Dir(folder),
@@ -327,7 +328,7 @@ func BenchmarkPeerEndToEnd(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("end to end on %d photos, %d threads, batch %d: runner train %.1f images/s, the PyTorch recipe %.1f (x%.2f)",
-		len(set.Paths), threads, batch, ours, theirs, ours/theirs)
+		len(paths), threads, batch, ours, theirs, ours/theirs)
 	b.ReportMetric(ours, "deepsim_images/s")
 	b.ReportMetric(theirs, "pytorch_images/s")
 }

@@ -66,21 +66,18 @@ type reporter struct {
 
 // newReporter fixes the crops the report shows: from cfg.Heldout when
 // given, otherwise from the training images (and the page says so).
-func newReporter(dir string, cfg Config, train *pipeline.Set, heldout *pipeline.Set) *reporter {
+func newReporter(dir string, cfg Config, train, heldout *pipeline.Loader) *reporter {
 	set, source := train, "training images (no --heldout folder given)"
 	if heldout != nil {
 		set, source = heldout, "held-out images: "+strings.Join(cfg.Heldout, ", ")
 	}
-	return &reporter{dir: dir, cfg: cfg, crops: fixedCrops(set, cfg, reportCrops, uint64(cfg.Seed)+1), source: source}
+	return &reporter{dir: dir, cfg: cfg, crops: fixedCrops(set, reportCrops, uint64(cfg.Seed)+1), source: source}
 }
 
-// fixedCrops are n seeded, unflipped crops at cfg's size: the same inputs
-// for every run that measures or shows them with the same seed.
-func fixedCrops(set *pipeline.Set, cfg Config, n int, seed uint64) pipeline.Batch {
-	return pipeline.MakeBatch(set, pipeline.StreamOptions{
-		Crop:  pipeline.CropOptions{Size: cfg.Size, MinScale: cfg.MinScale},
-		Batch: n, Seed: seed,
-	}, 0)
+// fixedCrops are n seeded, unflipped crops at the loader's size: the same
+// inputs for every run that measures or shows them with the same seed.
+func fixedCrops(l *pipeline.Loader, n int, seed uint64) pipeline.Batch {
+	return l.Rows(seed, 0, n, 0, n, false)
 }
 
 // snapshot reconstructs the fixed crops at step and rewrites the page.

@@ -33,7 +33,13 @@ var ErrUsage = errors.New("usage")
 func Resolve(cfg Config, req Request, store pretrained.Store, g *graphs.Group, log *slog.Logger) (Config, error) {
 	resolve := func() (Config, error) {
 		if req.Resume {
-			return resumed(req)
+			cfg, err := resumed(req)
+			if err == nil && cfg.DataStream != DataStreamVersion {
+				log.Info("this run began before streamed data: from here on its crops follow the new stream (seeded epochs, decoded on demand)",
+					"data_stream", cfg.DataStream, "now", DataStreamVersion)
+				cfg.DataStream = DataStreamVersion
+			}
+			return cfg, err
 		}
 		return fresh(cfg, req, store, log)
 	}

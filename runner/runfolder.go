@@ -23,7 +23,7 @@ import (
 type output interface {
 	// start readies model (from the checkpoint, on resume) and returns the
 	// step it is at; train and held are the run's images.
-	start(ctx context.Context, model *graphs.Model, train *pipeline.Set) (int64, error)
+	start(ctx context.Context, model *graphs.Model, train *pipeline.Loader) (int64, error)
 	// append logs a metrics line: what the step measured (step), what
 	// the task logged and measured beside it, all in m.
 	append(m Metrics, step, measured []graphs.Term) error
@@ -50,13 +50,13 @@ func openOutput(cfg Config, opt TrainOptions, log *slog.Logger) (output, error) 
 // discard is the output of ranks other than 0.
 type discard struct{}
 
-func (discard) start(context.Context, *graphs.Model, *pipeline.Set) (int64, error) { return 0, nil }
-func (discard) append(Metrics, []graphs.Term, []graphs.Term) error                 { return nil }
-func (discard) save(*graphs.Model, int64) error                                    { return nil }
-func (discard) interrupted(*graphs.Model, int64) error                             { return nil }
-func (discard) lastGood() string                                                   { return "rank 0 keeps the run's checkpoints" }
-func (discard) report() *reporter                                                  { return nil }
-func (discard) close()                                                             {}
+func (discard) start(context.Context, *graphs.Model, *pipeline.Loader) (int64, error) { return 0, nil }
+func (discard) append(Metrics, []graphs.Term, []graphs.Term) error                    { return nil }
+func (discard) save(*graphs.Model, int64) error                                       { return nil }
+func (discard) interrupted(*graphs.Model, int64) error                                { return nil }
+func (discard) lastGood() string                                                      { return "rank 0 keeps the run's checkpoints" }
+func (discard) report() *reporter                                                     { return nil }
+func (discard) close()                                                                {}
 
 // runFolder is a run folder while a run writes it: config.json,
 // metrics.jsonl, checkpoints and the report. It has one writer at a time
@@ -114,14 +114,15 @@ func createRunFolder(cfg Config, opt TrainOptions, log *slog.Logger) (*runFolder
 
 // start builds the report, then resumes from the checkpoint or starts
 // metrics afresh.
-func (f *runFolder) start(ctx context.Context, model *graphs.Model, train *pipeline.Set) (int64, error) {
+func (f *runFolder) start(ctx context.Context, model *graphs.Model, train *pipeline.Loader) (int64, error) {
 	if f.cfg.Generative() {
-		var held *pipeline.Set
+		var held *pipeline.Loader
 		if len(f.cfg.Heldout) > 0 {
 			var err error
-			if held, err = loadImages(ctx, f.cfg, f.cfg.Heldout, f.log); err != nil {
+			if held, err = openData(f.cfg, f.cfg.Heldout, f.log, nil); err != nil {
 				return 0, fmt.Errorf("held-out images: %w", err)
 			}
+			defer held.Close()
 		}
 		f.rep = newReporter(f.dir, f.cfg, train, held)
 	}

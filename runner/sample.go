@@ -116,12 +116,13 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 	}
 	res := &SampleResult{}
 	if opt.Ref != "" {
-		set, err := loadImages(ctx, cfg, []string{opt.Ref}, log)
+		data, err := openData(cfg, []string{opt.Ref}, log, nil)
 		if err != nil {
 			return nil, fmt.Errorf("reference images: %w", err)
 		}
+		defer data.Close()
 		res.RefCrops = max(n, 2)
-		ref := fixedCrops(set, cfg, res.RefCrops, 1).Data
+		ref := fixedCrops(data, res.RefCrops, 1).Data
 		res.SharpnessRatio = measure.Sharpness(y, n, cfg.Size) / measure.Sharpness(ref, res.RefCrops, cfg.Size)
 	}
 	res.Written, err = writeImages(opt.Out, y, n, cfg.Size, len(opt.Interpolate) > 0)

@@ -122,8 +122,11 @@ func TestInterpolationRow(t *testing.T) {
 		row[i] = imaging.Clone(img)
 	}
 	ra, rb := recon(a), recon(b)
-	if !bytes.Equal(row[0].Pix, ra.Pix) || !bytes.Equal(row[4].Pix, rb.Pix) {
-		t.Fatal("the row's ends are not the reconstructions of A and B")
+	// The row decodes its five codes as one batch, the reconstructions one
+	// at a time: the engine's kernels may round differently by batch, so a
+	// pixel may land one level off.
+	if da, db := maxDiff(row[0].Pix, ra.Pix), maxDiff(row[4].Pix, rb.Pix); da > 1 || db > 1 {
+		t.Fatalf("the row's ends are not the reconstructions of A and B: %d and %d levels off", da, db)
 	}
 	if bytes.Equal(row[2].Pix, ra.Pix) || bytes.Equal(row[2].Pix, rb.Pix) {
 		t.Fatal("the middle of the row is one of the ends")
@@ -136,4 +139,23 @@ func TestInterpolationRow(t *testing.T) {
 	if err != nil || img.Bounds().Dx() != 5*34+2 || img.Bounds().Dy() != 34+2 {
 		t.Fatalf("row sheet %v (%v), want one row of 5", img.Bounds(), err)
 	}
+}
+
+// maxDiff is the largest difference between two pixel buffers, in levels.
+func maxDiff(a, b []uint8) int {
+	if len(a) != len(b) {
+		return 256
+	}
+	d := 0
+	for i := range a {
+		d = max(d, abs(int(a[i])-int(b[i])))
+	}
+	return d
+}
+
+func abs(v int) int {
+	if v < 0 {
+		return -v
+	}
+	return v
 }

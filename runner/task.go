@@ -37,8 +37,9 @@ type task interface {
 	// space is the network whose features measure a run's feature error,
 	// and the side it sees images at ("" when the task has none).
 	space(c Config) (spec string, side int)
-	// begin starts the task's part of a run over the loaded images.
-	begin(c Config, set *pipeline.Set, log *slog.Logger) taskRun
+	// begin starts the task's part of a run over the listed images; in a
+	// group g, the rank builds only its own rows of each batch.
+	begin(c Config, data *pipeline.Loader, g *graphs.Group, log *slog.Logger) (taskRun, error)
 }
 
 // A taskRun is a task's part of one training run.
@@ -113,12 +114,14 @@ func taskNamed(name string) (task, error) {
 }
 
 // cropBatches is the stream of random training crops that the generative
-// tasks train on: batch i depends only on the seed, the images and i.
-func cropBatches(c Config, set *pipeline.Set) func(int64) pipeline.Batch {
+// tasks train on: batch i depends only on the seed, the sources and i. A
+// rank of a group builds only its own rows.
+func cropBatches(c Config, data *pipeline.Loader, g *graphs.Group) func(int64) pipeline.Batch {
+	lo, hi := 0, c.Batch
+	if g != nil {
+		lo, hi = rows(c.Batch, g.Rank(), g.Size())
+	}
 	return func(i int64) pipeline.Batch {
-		return pipeline.MakeBatch(set, pipeline.StreamOptions{
-			Crop:  pipeline.CropOptions{Size: c.Size, MinScale: c.MinScale, Flip: true},
-			Batch: c.Batch, Seed: uint64(c.Seed),
-		}, i)
+		return data.Rows(uint64(c.Seed), i, c.Batch, lo, hi, true)
 	}
 }

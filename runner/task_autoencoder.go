@@ -76,26 +76,29 @@ func (deepsimTask) networks(c Config, store pretrained.Store) (fixedNets, error)
 	return fixedNets{comp: comp}, err
 }
 
-func (t deepsimTask) begin(c Config, set *pipeline.Set, _ *slog.Logger) taskRun {
-	return &deepsimRun{cfg: c, vae: t.vae, batches: cropBatches(c, set)}
+func (t deepsimTask) begin(c Config, data *pipeline.Loader, g *graphs.Group, _ *slog.Logger) (taskRun, error) {
+	return &deepsimRun{cfg: c, vae: t.vae, batches: cropBatches(c, data, g), images: data.Source().Len()}, nil
 }
 
 type deepsimRun struct {
 	cfg     Config
 	vae     bool
 	batches func(int64) pipeline.Batch
+	images  int // in an epoch
 }
 
 func (r *deepsimRun) batch(i int64) pipeline.Batch { return r.batches(i) }
 
-// input gives the VAE its KL weight, which warms up, and logs it.
+// input logs the epochs done, and gives the VAE its KL weight, which
+// warms up, and logs it.
 func (r *deepsimRun) input(step int64, b pipeline.Batch) (graphs.Step, []graphs.Term) {
-	s := graphs.Step{Batch: b.Data, N: b.N}
+	s := graphs.Step{Batch: b.Data, N: b.N, Offset: b.Offset, Global: b.Global}
+	logged := []graphs.Term{{Name: "epoch", Value: float64(step*int64(r.cfg.Batch)) / float64(r.images)}}
 	if !r.vae {
-		return s, nil
+		return s, logged
 	}
 	s.KLWeight = r.cfg.KLWeightAt(step)
-	return s, []graphs.Term{{Name: "kl_weight", Value: s.KLWeight}}
+	return s, append(logged, graphs.Term{Name: "kl_weight", Value: s.KLWeight})
 }
 
 func (*deepsimRun) measure(*graphs.Model, int64, bool) ([]graphs.Term, error) { return nil, nil }

@@ -51,12 +51,15 @@ func (comparatorTask) networks(Config, pretrained.Store) (fixedNets, error) {
 	return fixedNets{}, nil
 }
 
-func (comparatorTask) begin(c Config, set *pipeline.Set, log *slog.Logger) taskRun {
+func (comparatorTask) begin(c Config, data *pipeline.Loader, _ *graphs.Group, log *slog.Logger) (taskRun, error) {
 	seed := uint64(c.Seed)
-	ex := pipeline.NewExemplar(set, c.Classes, c.Size, seed)
+	ex, err := pipeline.NewExemplar(data, c.Classes, c.Size, seed, pipeline.DecodeOptions{MinSide: c.Size, MaxSide: c.MaxSide})
+	if err != nil {
+		return nil, err
+	}
 	r := &comparatorRun{cfg: c, ex: ex, heldout: ex.Heldout(seed, c.HeldoutPerClass)}
 	log.Info("surrogate classes", "classes", c.Classes, "heldout_samples", r.heldout.N)
-	return r
+	return r, nil
 }
 
 type comparatorRun struct {

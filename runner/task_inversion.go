@@ -77,8 +77,8 @@ func (t inversionTask) networks(c Config, store pretrained.Store) (fixedNets, er
 	return n, nil
 }
 
-func (inversionTask) begin(c Config, set *pipeline.Set, _ *slog.Logger) taskRun {
-	return &deepsimRun{cfg: c, batches: cropBatches(c, set)}
+func (inversionTask) begin(c Config, data *pipeline.Loader, g *graphs.Group, _ *slog.Logger) (taskRun, error) {
+	return &deepsimRun{cfg: c, batches: cropBatches(c, data, g), images: data.Source().Len()}, nil
 }
 
 // The paper's loss weights for inverting AlexNet (the authors' Caffe code):

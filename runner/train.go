@@ -7,7 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/deepsim/deepsim/graphs"
@@ -38,8 +38,8 @@ type TrainOptions struct {
 // TrainSummary says what a run did.
 type TrainSummary struct {
 	StartStep, Step int64
-	Images          int                // images used
-	Skipped         []pipeline.Skipped // files that could not be used
+	Images          int                // images listed
+	Skipped         []pipeline.Skipped // items found bad, each once
 	// Comparator task: held-out surrogate-class accuracy at the last step.
 	HeldoutAcc float64
 }
@@ -51,6 +51,7 @@ type trainRun struct {
 	log   *slog.Logger
 	model *graphs.Model
 	task  taskRun
+	data  *pipeline.Loader
 	out   output
 	sum   *TrainSummary
 }
@@ -86,12 +87,19 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		return nil, err
 	}
 	defer out.close()
-	set, err := loadImages(ctx, cfg, cfg.Data, log)
+	sum := &TrainSummary{}
+	var skippedMu sync.Mutex
+	data, err := openData(cfg, cfg.Data, log, func(s pipeline.Skipped) {
+		skippedMu.Lock()
+		defer skippedMu.Unlock()
+		sum.Skipped = append(sum.Skipped, s)
+	})
 	if err != nil {
 		return nil, err
 	}
-	sum := &TrainSummary{Images: len(set.Images), Skipped: set.Skipped}
-	if err := sameInputs(opt.Group, set, nets.targetWeights); err != nil {
+	defer data.Close()
+	sum.Images = data.Source().Len()
+	if err := sameInputs(opt.Group, data.Source(), nets.targetWeights); err != nil {
 		return sum, err
 	}
 	model, err := graphs.NewModel(cfg.Graph(), nets.comp, nets.target)
@@ -99,7 +107,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		return sum, err
 	}
 	defer model.Close()
-	step, err := out.start(ctx, model, set)
+	step, err := out.start(ctx, model, data)
 	if err == nil && opt.Group != nil {
 		step, err = model.Join(opt.Group, step)
 	}
@@ -111,11 +119,17 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 		log.Info("run already at its last step", "step", step, "steps", cfg.Steps)
 		return sum, nil
 	}
-	r := &trainRun{cfg: cfg, opt: opt, log: log, model: model, task: t.begin(cfg, set, log), out: out, sum: sum}
+	tr, err := t.begin(cfg, data, opt.Group, log)
+	if err != nil {
+		return sum, err
+	}
+	r := &trainRun{cfg: cfg, opt: opt, log: log, model: model, task: tr, data: data, out: out, sum: sum}
 	if err := r.loop(ctx); err != nil {
 		return sum, err
 	}
 	logAllReduce(log, opt.Group, sum.Step-sum.StartStep)
+	c := data.Counts()
+	log.Info("data", "crops", c.Drawn, "bad", c.Bad, "decodes", c.Decodes, "cached_mb", c.Cached>>20)
 	if err := out.save(model, sum.Step); err != nil {
 		return sum, fmt.Errorf("final checkpoint: %w", err)
 	}
@@ -156,7 +170,16 @@ func (r *trainRun) loop(ctx context.Context) error {
 			return r.interrupted(step)
 		}
 		in, logged := r.task.input(step+1, batch)
-		out, err := r.model.TrainStep(shard(ctx, in, g))
+		bad := badData(r.data)
+		if bad != nil && g == nil {
+			if err := r.out.interrupted(r.model, step); err != nil {
+				return err
+			}
+			return bad
+		}
+		in = shard(ctx, in, g)
+		in.Stop = in.Stop || bad != nil // the group stops together
+		out, err := r.model.TrainStep(in)
 		if err != nil {
 			return fmt.Errorf("step %d: %w; %s", step+1, err, r.out.lastGood())
 		}
@@ -183,6 +206,12 @@ func (r *trainRun) loop(ctx context.Context) error {
 			}
 		}
 		if out.Stop && !last {
+			if bad != nil {
+				if err := r.out.interrupted(r.model, step); err != nil {
+					return err
+				}
+				return bad
+			}
 			return r.interrupted(step)
 		}
 		if step%cfg.CheckpointEvery == 0 && !last {
@@ -201,28 +230,45 @@ func (r *trainRun) interrupted(step int64) error {
 	return ErrInterrupted
 }
 
-// loadImages decodes the images under dirs for cfg's crop size.
-func loadImages(ctx context.Context, cfg Config, dirs []string, log *slog.Logger) (*pipeline.Set, error) {
-	paths, err := pipeline.Find(dirs...)
-	if err != nil {
-		return nil, err
+// openData lists the images of specs for cfg's crops: nothing is decoded
+// before a crop needs it. Each bad item is logged once, and told to
+// skipped when it is not nil.
+func openData(cfg Config, specs []string, log *slog.Logger, skipped func(pipeline.Skipped)) (*pipeline.Loader, error) {
+	start := time.Now()
+	warn := func(s pipeline.Skipped) {
+		log.Warn("bad image: a substitute takes its place", "item", s.Path, "reason", s.Err.Error())
+		if skipped != nil {
+			skipped(s)
+		}
 	}
-	if len(paths) == 0 {
-		return nil, fmt.Errorf("no JPEG or PNG images under %v", dirs)
-	}
-	log.Info("loading images", "files", len(paths))
-	set, err := pipeline.Load(ctx, paths, pipeline.LoadOptions{
-		Decode: pipeline.DecodeOptions{MinSide: cfg.Size, MaxSide: cfg.MaxSide},
-		Warn: func(s pipeline.Skipped) {
-			log.Warn("skipping image", "file", s.Path, "reason", s.Err.Error())
-		},
+	src, err := pipeline.List(specs, func(s pipeline.Skipped) {
+		log.Warn("shard read in part", "shard", s.Path, "reason", s.Err.Error())
 	})
 	if err != nil {
 		return nil, err
 	}
-	log.Info("images loaded", "used", len(set.Images), "skipped", len(set.Skipped))
-	// Decoding full-size photos left large garbage behind: hand it back to
-	// the OS now rather than carry it for the whole run.
-	debug.FreeOSMemory()
-	return set, nil
+	log.Info("images listed", "images", src.Len(), "took", time.Since(start).Round(time.Millisecond).String())
+	return pipeline.NewLoader(src, pipeline.LoaderOptions{
+		Size: cfg.Size, MinScale: cfg.MinScale, MaxSide: cfg.MaxSide,
+		CacheBytes: int64(cfg.CacheMB) << 20, Warn: warn,
+	}), nil
+}
+
+// Bad data stops a run once more than maxBadPct of the crops drawn came
+// from bad items, judged after minDrawn crops.
+const (
+	maxBadPct = 1
+	minDrawn  = 500
+)
+
+// badData is the error that stops a run whose data is too often bad.
+func badData(l *pipeline.Loader) error {
+	if l == nil {
+		return nil
+	}
+	c := l.Counts()
+	if c.Drawn < minDrawn || c.Bad*100 <= c.Drawn*maxBadPct {
+		return nil
+	}
+	return fmt.Errorf("%d of the %d images drawn so far were bad (more than %d%%): check the data (runner data check), the log names each", c.Bad, c.Drawn, maxBadPct)
 }

@@ -1,10 +1,12 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -72,26 +74,27 @@ func TestSwitchedOffTermsAreLoggedAsZero(t *testing.T) {
 // Resuming must continue exactly where the run stopped: step count, Adam
 // state and data position. Without the adversarial term training is
 // deterministic, so the resumed run must log the very same losses as one
-// that was never stopped.
+// that was never stopped. It stops in the middle of the second epoch (7
+// images, batches of 4: step 3 ends at position 12).
 func TestResumeContinuesExactly(t *testing.T) {
-	data := photos(t, 4)
+	data := photos(t, 7)
 	straight := filepath.Join(t.TempDir(), "straight")
 	mustTrain(t, seConfig(data), TrainOptions{Out: straight})
 
 	split := filepath.Join(t.TempDir(), "split")
 	half := seConfig(data)
-	half.Steps = 5
+	half.Steps = 3
 	mustTrain(t, half, TrainOptions{Out: split})
 	// A crash after the checkpoint leaves lines past it and a partial line.
 	f, err := os.OpenFile(filepath.Join(split, MetricsFile), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString(`{"step":6,"loss_feat":9,"loss_adv":0,"loss_img":9,"loss_discr":0,"images_per_sec":1}` + "\n" + `{"step":7,"loss_fe`)
+	f.WriteString(`{"step":4,"loss_feat":9,"loss_adv":0,"loss_img":9,"loss_discr":0,"images_per_sec":1}` + "\n" + `{"step":5,"loss_fe`)
 	f.Close()
 	sum := mustTrain(t, seConfig(data), TrainOptions{Out: split, Resume: true})
-	if sum.StartStep != 5 || sum.Step != 12 {
-		t.Fatalf("resumed from %d to %d, want 5 to 12", sum.StartStep, sum.Step)
+	if sum.StartStep != 3 || sum.Step != 12 {
+		t.Fatalf("resumed from %d to %d, want 3 to 12", sum.StartStep, sum.Step)
 	}
 
 	a, b := readMetrics(t, straight), readMetrics(t, split)
@@ -102,7 +105,7 @@ func TestResumeContinuesExactly(t *testing.T) {
 		if b[i].Step != int64(i+1) {
 			t.Fatalf("line %d has step %d", i, b[i].Step)
 		}
-		if a[i].Get("loss_img") != b[i].Get("loss_img") || a[i].Get("loss_feat") != b[i].Get("loss_feat") {
+		if a[i].Get("loss_img") != b[i].Get("loss_img") || a[i].Get("loss_feat") != b[i].Get("loss_feat") || a[i].Get("epoch") != b[i].Get("epoch") {
 			t.Fatalf("step %d: resumed run logged %+v, uninterrupted run %+v", i+1, b[i], a[i])
 		}
 	}
@@ -122,6 +125,8 @@ func TestTrainRunFolderGuards(t *testing.T) {
 	}
 }
 
+// Bad files are found as they are drawn, each logged once and replaced;
+// convertible ones are used.
 func TestTrainSkipsBadFilesOnce(t *testing.T) {
 	data := photos(t, 3)
 	cmyk, err := os.ReadFile("../testdata/cmyk.jpg")
@@ -132,11 +137,12 @@ func TestTrainSkipsBadFilesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := seConfig(data)
-	cfg.Steps = 3
+	items := 3 + len(testimages.Convertible) + len(testimages.Unusable)
+	cfg.Steps = int64((items + cfg.Batch - 1) / cfg.Batch) // one epoch: every item drawn
 	log, buf := captureLog()
 	sum := mustTrain(t, cfg, TrainOptions{Out: filepath.Join(t.TempDir(), "run"), Log: log})
-	if len(sum.Skipped) != len(testimages.Unusable) || sum.Images != 3+len(testimages.Convertible) {
-		t.Fatalf("skipped %d, used %d", len(sum.Skipped), sum.Images)
+	if len(sum.Skipped) != len(testimages.Unusable) || sum.Images != items {
+		t.Fatalf("found %d bad of %d listed; want %d of %d", len(sum.Skipped), sum.Images, len(testimages.Unusable), items)
 	}
 	out := buf.String()
 	for _, name := range testimages.Unusable {
@@ -201,6 +207,43 @@ func TestDivergenceNeverSucceeds(t *testing.T) {
 	for _, v := range y {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			t.Fatal("the last good checkpoint reconstructs a non-finite image")
+		}
+	}
+}
+
+// A run made before streamed data (no data_stream in config.json) resumes;
+// the log says once that its crops follow the new stream, and config.json
+// records it.
+func TestResumeRunBeforeStreaming(t *testing.T) {
+	cfg := seConfig(photos(t, 3))
+	cfg.Steps = 2
+	run := filepath.Join(t.TempDir(), "run")
+	mustTrain(t, cfg, TrainOptions{Out: run})
+	raw, err := os.ReadFile(filepath.Join(run, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := regexp.MustCompile(`\s*"data_stream": \d+,`).ReplaceAll(raw, nil)
+	if bytes.Equal(old, raw) {
+		t.Fatal("config.json has no data_stream to remove")
+	}
+	os.WriteFile(filepath.Join(run, ConfigFile), old, 0o644)
+	if c, err := LoadConfig(run); err != nil || c.DataStream != 1 {
+		t.Fatalf("an old config reads as stream %d (%v), want 1", c.DataStream, err)
+	}
+	for i, want := range []int{1, 0} {
+		log, buf := captureLog()
+		req := Request{Out: run, Resume: true, Given: func(string) bool { return false }, Reapply: func(c *Config) error { c.Steps = int64(3 + i); return nil }}
+		resumed, err := Resolve(Defaults(), req, pretrained.Store{}, nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustTrain(t, resumed, TrainOptions{Out: run, Resume: true, Log: log})
+		if n := strings.Count(buf.String(), "began before streamed data"); n != want {
+			t.Fatalf("resume %d: the stream change logged %d times, want %d:\n%s", i+1, n, want, buf.String())
+		}
+		if c, _ := LoadConfig(run); c.DataStream != DataStreamVersion {
+			t.Fatalf("resume %d: config.json records stream %d", i+1, c.DataStream)
 		}
 	}
 }

@@ -42,19 +42,33 @@ var dp struct {
 	refs map[string]string // run folder of one process, by task and precision
 }
 
-// dpData is the photos every data-parallel test trains on.
+// dpData is the images every data-parallel test trains on: five photos
+// in two WebDataset shards (three and two), written by runner data shard,
+// so that a batch of 4 straddles epochs and shards.
 func dpData(t *testing.T) string {
 	t.Helper()
 	dp.once.Do(func() {
-		dp.data = filepath.Join(filepath.Dir(binary), "dp-photos")
+		photos := filepath.Join(filepath.Dir(binary), "dp-photos")
 		dp.refs = map[string]string{}
-		if err := os.MkdirAll(dp.data, 0o755); err != nil {
+		if err := os.MkdirAll(photos, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := testimages.WritePhotos(dp.data, 3, 96, 80, 2); err != nil {
+		if _, err := testimages.WritePhotos(photos, 5, 96, 80, 2); err != nil {
 			t.Fatal(err)
+		}
+		shards := filepath.Join(filepath.Dir(binary), "dp-shards")
+		code, out := runCLI("data", "shard", "--out", shards, "--per-shard", "3", photos)
+		if code != exitOK {
+			t.Fatalf("runner data shard: exit %d\n%s", code, out)
+		}
+		dp.data = filepath.Join(shards, "shard-{000000..000001}.tar")
+		if !strings.Contains(out, dp.data) {
+			t.Fatalf("runner data shard printed %q, want the pattern %s", out, dp.data)
 		}
 	})
+	if dp.data == "" {
+		t.Fatal("no data-parallel data (an earlier test failed to make it)")
+	}
 	return dp.data
 }
 

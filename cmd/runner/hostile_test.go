@@ -250,7 +250,7 @@ func TestThinPNGStaysSmall(t *testing.T) {
 }
 
 // SIGINT stops every long command with status 130 and leaves no
-// temporary file: during an import, while images load, and while
+// temporary file: during an import, as training starts, and while
 // reconstructing.
 func TestSIGINTEverywhere(t *testing.T) {
 	home := t.TempDir()
@@ -273,7 +273,7 @@ func TestSIGINTEverywhere(t *testing.T) {
 		busy func() bool // the command is at work: the signal comes now
 	}{
 		{"import", []string{"comparator", "import", nsfwjsTarball(t), "--model", "inception_v3", "--as", "i3"}, temporary},
-		{"loading images", small(big, filepath.Join(t.TempDir(), "r"), "--steps", "5"), logged("loading images")},
+		{"starting to train", small(big, filepath.Join(t.TempDir(), "r"), "--steps", "5"), logged("images listed")},
 		{"reconstruct", []string{"reconstruct", "--run", run, "--out", reconstructing, big}, func() bool {
 			m, _ := filepath.Glob(filepath.Join(reconstructing, "*.png"))
 			return len(m) > 0

@@ -38,6 +38,11 @@ Commands:
   runner comparator import MODEL.tgz|MODEL_DIR --as NAME [--model PATH] [--input 0,1|-1,1|imagenet]
   runner comparator list
   runner crops --data DIR --out DIR [--n 8] [--size 128] [--seed 1]
+  runner data check [--json] SOURCE...
+  runner data shard --out DIR [--per-shard 1000] SOURCE...
+
+DIR, SOURCE: a folder, an image, a WebDataset .tar shard, a text file of
+paths, or a glob or brace range of those ('shards/train-{000000..000146}.tar').
 
 Run "runner COMMAND -h" for a command's flags.
 `
@@ -86,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdSimilarity(ctx, args[1:], log, stdout, stderr)
 	case "comparator":
 		err = cmdComparator(ctx, args[1:], stdout, stderr)
+	case "data":
+		err = cmdData(ctx, args[1:], log, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "runner: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
@@ -108,17 +115,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // errUsage marks a command line that cannot work: exit status 2.
 var errUsage = runner.ErrUsage
 
-// listFlag is a repeatable, comma-separated list flag.
+// listFlag is a repeatable, comma-separated list flag. Commas inside
+// braces belong to a brace pattern ({a,b}), not to the list.
 type listFlag []string
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
 
 func (l *listFlag) Set(v string) error {
-	for _, s := range strings.Split(v, ",") {
+	depth, start := 0, 0
+	add := func(s string) {
 		if s = strings.TrimSpace(s); s != "" {
 			*l = append(*l, s)
 		}
 	}
+	for i, r := range v {
+		switch {
+		case r == '{':
+			depth++
+		case r == '}' && depth > 0:
+			depth--
+		case r == ',' && depth == 0:
+			add(v[start:i])
+			start = i + 1
+		}
+	}
+	add(v[start:])
 	return nil
 }
 

@@ -50,7 +50,7 @@ type invocation struct {
 func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	out, resume, paper := &inv.out, &inv.resume, &inv.paper
 	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, vae, inversion (of --target's features), or comparator (an Exemplar-CNN)")
-	fs.Var((*listFlag)(&cfg.Data), "data", "folder(s) of JPEG/PNG images, comma-separated or repeated")
+	fs.Var((*listFlag)(&cfg.Data), "data", "training images: folders, WebDataset .tar shards, lists of paths, globs or brace ranges; comma-separated or repeated")
 	fs.Var((*listFlag)(&cfg.Heldout), "heldout", "folder(s) of held-out images for the report's crops and final eval")
 	fs.StringVar(out, "out", "", "run folder to create (or to continue, with --resume)")
 	fs.BoolVar(resume, "resume", false, "continue the run in --out from its checkpoint")
@@ -76,6 +76,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate")
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for initialisation and data order")
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch threads (0: one per core)")
+	fs.IntVar(&cfg.CacheMB, "cache-mb", cfg.CacheMB, "MiB of decoded images kept for reuse (0: none; the default photos fit in the default)")
 	fs.Int64Var(&cfg.LogEvery, "log-every", cfg.LogEvery, "write metrics every N steps")
 	fs.Int64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "save a checkpoint every N steps")
 	fs.IntVar(&inv.nproc, "nproc", 1, "data-parallel: start N processes on this machine, --threads split among them")
