@@ -24,7 +24,7 @@ NSFWJS        := nsfwjs@4.4.0
 NSFWJS_TGZ    := $(DEEPSIM_HOME)/npm/nsfwjs-4.4.0.tgz
 NSFWJS_SHA256 := 585cd178f3b994337c4d10a87b080d342fc52f8b9bf0085c4d1f345a3a1c5382
 
-.PHONY: all deps debs models build test demo bench bench-peer fuzz image image-test clean
+.PHONY: all deps debs models build test demo bench bench-peer bench-data peer-debs fuzz image image-test clean
 
 all: build
 
@@ -82,14 +82,23 @@ bench: build
 # run, and against the standard PyTorch recipe end to end. The peer is
 # Python: Debian's PyTorch packages, installed here and for nothing else.
 PEER_PKGS := python3-torch python3-torchvision python3-pil
-bench-peer: build
+bench-peer: build peer-debs
+	$(GO) test -run '^$$' -bench 'Peer' -benchtime 1x -timeout 60m -v ./runner | grep -v '^=== '
+
+# Streaming data at scale: a synthetic ImageNet-like set of 100,000 JPEGs
+# (made once, about 9 GB as folders and again as shards, under
+# DEEPSIM_HOME/bench-data), trained on at 10k and 100k images, and the
+# loader alone against torchvision's recipe.
+bench-data: build peer-debs
+	$(GO) test -run '^$$' -bench '^BenchmarkData$$' -benchtime 1x -timeout 90m -v ./cmd/runner | grep -v '^=== '
+
+peer-debs:
 	@missing=""; for p in $(PEER_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
-	$(GO) test -run '^$$' -bench 'Peer' -benchtime 1x -timeout 60m -v ./runner | grep -v '^=== '
 
 # Each fuzz target for FUZZTIME. Minimising a new input is capped: with
 # Go's default (60 s each) the counters sit at 0/sec while it runs.

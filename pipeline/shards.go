@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // shard is one WebDataset tar shard: one sample per key (a member's name
@@ -48,7 +49,7 @@ func indexShard(p, root string, warn func(Skipped)) (*shard, error) {
 		return nil, fmt.Errorf("shard %s: not a regular file", p)
 	}
 	s := &shard{path: p}
-	pr := &posReader{f: f}
+	pr := &posReader{f: f, size: st.Size()}
 	tr := tar.NewReader(pr)
 	lastKey, headers := "", 0
 	for {
@@ -125,25 +126,74 @@ func (s *shard) Read(i int) ([]byte, error) {
 
 func (s *shard) Fingerprint() uint64 { return s.fp }
 
-// posReader tracks the offset of an os.File through tar's reads and
-// seeks, which is where each member's data starts.
+// posReader reads an os.File at an offset of its own: a seek is
+// arithmetic, not a system call (tar seeks past every member), and the
+// offset after a header is where the member's data starts.
 type posReader struct {
-	f   *os.File
-	pos int64
+	f    *os.File
+	pos  int64
+	size int64
 }
 
 func (r *posReader) Read(b []byte) (int, error) {
-	n, err := r.f.Read(b)
+	n, err := r.f.ReadAt(b, r.pos)
 	r.pos += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
 	return n, err
 }
 
 func (r *posReader) Seek(off int64, whence int) (int64, error) {
-	p, err := r.f.Seek(off, whence)
-	if err == nil {
-		r.pos = p
+	switch whence {
+	case io.SeekCurrent:
+		off += r.pos
+	case io.SeekEnd:
+		off += r.size
 	}
-	return p, err
+	if off < 0 {
+		return r.pos, errors.New("seek before the start of the shard")
+	}
+	r.pos = off
+	return off, nil
+}
+
+// indexShards indexes the shards at paths concurrently, in order.
+func indexShards(paths []string, root string, warn func(Skipped)) ([]Source, error) {
+	out := make([]Source, len(paths))
+	errs := make([]error, len(paths))
+	var mu sync.Mutex
+	safeWarn := func(s Skipped) {
+		if warn != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			warn(s)
+		}
+	}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(len(paths), 8) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				var sh *shard
+				sh, errs[i] = indexShard(paths[i], root, safeWarn)
+				out[i] = sh
+			}
+		}()
+	}
+	for i := range paths {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // expand turns a spec into paths: brace lists and ranges first

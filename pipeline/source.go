@@ -52,12 +52,26 @@ func List(specs []string, warn func(Skipped)) (Source, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, p := range paths {
-			ps, err := listPath(p, filepath.Dir(p), warn)
+		// Runs of shards (a brace range names hundreds) are indexed
+		// concurrently.
+		for len(paths) > 0 {
+			n := 0
+			for n < len(paths) && isShardName(paths[n]) {
+				n++
+			}
+			if n > 0 {
+				shards, err := indexShards(paths[:n], filepath.Dir(paths[0]), warn)
+				if err != nil {
+					return nil, err
+				}
+				parts, paths = append(parts, shards...), paths[n:]
+				continue
+			}
+			ps, err := listPath(paths[0], filepath.Dir(paths[0]), warn)
 			if err != nil {
 				return nil, err
 			}
-			parts = append(parts, ps...)
+			parts, paths = append(parts, ps...), paths[1:]
 		}
 	}
 	src := concat(parts)
@@ -80,15 +94,11 @@ func listPath(p, root string, warn func(Skipped)) ([]Source, error) {
 		if err != nil {
 			return nil, err
 		}
-		out := []Source{newFiles(images, p)}
-		for _, s := range shards {
-			sh, err := indexShard(s, p, warn)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, sh)
+		sh, err := indexShards(shards, p, warn)
+		if err != nil {
+			return nil, err
 		}
-		return out, nil
+		return append([]Source{newFiles(images, p)}, sh...), nil
 	case isShardName(p):
 		sh, err := indexShard(p, root, warn)
 		return []Source{sh}, err

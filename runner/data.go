@@ -197,6 +197,11 @@ func writeShard(path string, src pipeline.Source, lo, hi int, log *slog.Logger) 
 		f.Close()
 		return err
 	}
+	// CreateTemp makes the file 0600; a dataset is for others to read too.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return err
