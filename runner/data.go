@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/deepsim/deepsim/internal/atomicfile"
 	"github.com/deepsim/deepsim/pipeline"
 )
 
@@ -22,7 +24,8 @@ type DataReport struct {
 	Images int   `json:"images"`
 	Shards int   `json:"shards"`
 	Bytes  int64 `json:"bytes"`
-	// Width, Height and Bytes quantiles: min, 10%, median, 90%, max.
+	// Quantiles (min, 10%, median, 90%, max) of the width and height of
+	// the images whose header reads, and of every item's bytes.
 	Width     [5]int    `json:"width"`
 	Height    [5]int    `json:"height"`
 	ItemBytes [5]int64  `json:"item_bytes"`
@@ -82,7 +85,15 @@ func CheckData(ctx context.Context, specs []string, log *slog.Logger) (*DataRepo
 	for _, s := range sizes {
 		rep.Bytes += s
 	}
-	rep.Width, rep.Height, rep.ItemBytes = quantiles(widths), quantiles(heights), quantiles(sizes)
+	// The sizes of the images whose header reads: a file that is no image
+	// has none.
+	var ws, hs []int
+	for i := range widths {
+		if widths[i] > 0 && heights[i] > 0 {
+			ws, hs = append(ws, widths[i]), append(hs, heights[i])
+		}
+	}
+	rep.Width, rep.Height, rep.ItemBytes = quantiles(ws), quantiles(hs), quantiles(sizes)
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
 }
@@ -129,7 +140,7 @@ type ShardOptions struct {
 // WriteShards copies the images of opt.Data, in their listed order, into
 // WebDataset tar shards OUT/shard-000000.tar, ...: one sample per image,
 // keyed by its index, its member the image's bytes unchanged. Each shard
-// appears whole or not at all. It returns the brace pattern that names
+// appears whole or not at all (atomicfile). It returns the brace pattern that names
 // them, for --data.
 func WriteShards(ctx context.Context, opt ShardOptions) (string, error) {
 	if opt.PerShard < 1 {
@@ -164,50 +175,29 @@ func WriteShards(ctx context.Context, opt ShardOptions) (string, error) {
 	return filepath.Join(opt.Out, fmt.Sprintf("shard-{%06d..%06d}.tar", 0, shards-1)), nil
 }
 
-// writeShard writes items [lo, hi) into a temporary file renamed to path
-// when complete. An item that cannot be read is logged and left out.
+// writeShard writes items [lo, hi) to path atomically. An item that
+// cannot be read is logged and left out.
 func writeShard(path string, src pipeline.Source, lo, hi int, log *slog.Logger) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".shard-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	tw := tar.NewWriter(f)
-	for i := lo; i < hi; i++ {
-		b, err := src.Read(i)
-		if err != nil {
-			log.Warn("left out of the shards", "item", src.Name(i), "reason", err.Error())
-			continue
+	return atomicfile.Write(path, func(w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for i := lo; i < hi; i++ {
+			b, err := src.Read(i)
+			if err != nil {
+				log.Warn("left out of the shards", "item", src.Name(i), "reason", err.Error())
+				continue
+			}
+			ext := strings.ToLower(filepath.Ext(src.Name(i)))
+			if ext == ".jpeg" {
+				ext = ".jpg"
+			}
+			hdr := &tar.Header{Name: fmt.Sprintf("%09d%s", i, ext), Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if _, err := tw.Write(b); err != nil {
+				return err
+			}
 		}
-		ext := strings.ToLower(filepath.Ext(src.Name(i)))
-		if ext == ".jpeg" {
-			ext = ".jpg"
-		}
-		hdr := &tar.Header{Name: fmt.Sprintf("%09d%s", i, ext), Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
-		if err := tw.WriteHeader(hdr); err != nil {
-			f.Close()
-			return err
-		}
-		if _, err := tw.Write(b); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		f.Close()
-		return err
-	}
-	// CreateTemp makes the file 0600; a dataset is for others to read too.
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+		return tw.Close()
+	})
 }

@@ -4,15 +4,25 @@ package atomicfile
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
 
 // WriteFile writes data to path so that a crash at any moment leaves
-// either the old file or the new one, never a mix: it writes a temporary
-// file in the same folder, syncs it, renames it over path and syncs the
-// folder.
+// either the old file or the new one, never a mix (see Write).
 func WriteFile(path string, data []byte) error {
+	return Write(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// Write writes what fill writes to path so that a crash at any moment
+// leaves either the old file or the new one, never a mix: it writes a
+// temporary file in the same folder, syncs it, renames it over path and
+// syncs the folder. If fill fails, path is left as it was.
+func Write(path string, fill func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -24,7 +34,7 @@ func WriteFile(path string, data []byte) error {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if _, err := tmp.Write(data); err != nil {
+	if err := fill(tmp); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
