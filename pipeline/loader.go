@@ -162,6 +162,7 @@ func (l *Loader) header(i int, b []byte) (w, h int, jpeg bool, data []byte, err 
 		}
 	}
 	jpeg = len(b) > 2 && b[0] == 0xff && b[1] == 0xd8
+	format := "JPEG"
 	if jpeg {
 		d, derr := l.decoder()
 		if derr != nil {
@@ -172,17 +173,14 @@ func (l *Loader) header(i int, b []byte) (w, h int, jpeg bool, data []byte, err 
 	}
 	if !jpeg || err != nil {
 		jpeg = false
-		cfg, format, cerr := image.DecodeConfig(bytes.NewReader(b))
+		cfg, f, cerr := image.DecodeConfig(bytes.NewReader(b))
 		if cerr != nil {
 			return 0, 0, false, nil, fmt.Errorf("not a readable JPEG or PNG: %w", cerr)
 		}
-		w, h = cfg.Width, cfg.Height
-		if w <= 0 || h <= 0 || int64(w)*int64(h) > int64(l.opt.MaxPixels) {
-			return 0, 0, false, nil, fmt.Errorf("%w: %s header declares %dx%d (limit %d pixels)", ErrTooLarge, format, w, h, l.opt.MaxPixels)
-		}
+		w, h, format = cfg.Width, cfg.Height, f
 	}
 	if w <= 0 || h <= 0 || int64(w)*int64(h) > int64(l.opt.MaxPixels) {
-		return 0, 0, false, nil, fmt.Errorf("%w: JPEG header declares %dx%d (limit %d pixels)", ErrTooLarge, w, h, l.opt.MaxPixels)
+		return 0, 0, false, nil, fmt.Errorf("%w: %s header declares %dx%d (limit %d pixels)", ErrTooLarge, format, w, h, l.opt.MaxPixels)
 	}
 	l.meta[i].Store(packMeta(w, h, jpeg))
 	return w, h, jpeg, b, nil
@@ -217,12 +215,12 @@ func (l *Loader) cropItem(i int, rng *rand.Rand, flip bool) (*image.NRGBA, error
 		}
 		sb := src.Bounds()
 		gx, gy := float64(sb.Dx())/float64(tw), float64(sb.Dy())/float64(th)
-		cut := image.Rect(int(float64(r.Min.X)*gx+0.5), int(float64(r.Min.Y)*gy+0.5),
-			int(float64(r.Max.X)*gx+0.5), int(float64(r.Max.Y)*gy+0.5)).Intersect(sb)
-		if cut.Empty() {
-			cut = image.Rect(0, 0, 1, 1).Add(r.Min).Intersect(sb)
-		}
-		img = imaging.Crop(src, cut)
+		// At least one pixel, inside the decoded image.
+		x0 := min(int(float64(r.Min.X)*gx+0.5), sb.Dx()-1)
+		y0 := min(int(float64(r.Min.Y)*gy+0.5), sb.Dy()-1)
+		x1 := max(x0+1, int(float64(r.Max.X)*gx+0.5))
+		y1 := max(y0+1, int(float64(r.Max.Y)*gy+0.5))
+		img = imaging.Crop(src, image.Rect(x0, y0, x1, y1).Intersect(sb))
 	} else {
 		src, err := l.decoded(i, 0, b, func(b []byte) (*image.NRGBA, error) { return decodeFrom(bytes.NewReader(b), opt) })
 		if err != nil {
@@ -349,16 +347,14 @@ func (c *cache) bytes() int64 {
 }
 
 // Check reads item i and decodes it whole (a JPEG at 1/8 scale, which
-// still reads all its data): its size in pixels and in bytes, or why it
+// still reads all of its data): its size in pixels and in bytes, or why it
 // cannot be used.
-func Check(src Source, i int) (w, h int, size int64, err error) {
-	b, err := src.Read(i)
+func (l *Loader) Check(i int) (w, h int, size int64, err error) {
+	b, err := l.src.Read(i)
 	if err != nil {
 		return 0, 0, 0, err
 	}
 	size = int64(len(b))
-	l := NewLoader(src, LoaderOptions{})
-	defer l.Close()
 	w, h, jpeg, b, err := l.header(i, b)
 	if err != nil {
 		return 0, 0, size, err
@@ -366,7 +362,7 @@ func Check(src Source, i int) (w, h int, size int64, err error) {
 	if jpeg {
 		_, err = l.decodeJPEG(b, 8, w, h)
 	} else {
-		_, err = decodeFrom(bytes.NewReader(b), DecodeOptions{})
+		_, err = decodeFrom(bytes.NewReader(b), DecodeOptions{MaxPixels: l.opt.MaxPixels})
 	}
 	return w, h, size, err
 }

@@ -52,6 +52,8 @@ func CheckData(ctx context.Context, specs []string, log *slog.Logger) (*DataRepo
 	n := src.Len()
 	rep := &DataReport{Images: n, Shards: pipeline.Shards(src)}
 	widths, heights, sizes := make([]int, n), make([]int, n), make([]int64, n)
+	l := pipeline.NewLoader(src, pipeline.LoaderOptions{}) // no cache: each image is read once
+	defer l.Close()
 	var mu sync.Mutex
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -64,7 +66,7 @@ func CheckData(ctx context.Context, specs []string, log *slog.Logger) (*DataRepo
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				w, h, size, err := pipeline.Check(src, i)
+				w, h, size, err := l.Check(i)
 				widths[i], heights[i], sizes[i] = w, h, size
 				if err != nil {
 					mu.Lock()

@@ -167,15 +167,12 @@ func (r *trainRun) loop(ctx context.Context) error {
 	for step < cfg.Steps {
 		batch, stop := nextBatch(ctx, batches, g)
 		if stop {
-			return r.interrupted(step)
+			return r.stop(step, ErrInterrupted)
 		}
 		in, logged := r.task.input(step+1, batch)
 		bad := badData(r.data)
 		if bad != nil && g == nil {
-			if err := r.out.interrupted(r.model, step); err != nil {
-				return err
-			}
-			return bad
+			return r.stop(step, bad)
 		}
 		in = shard(ctx, in, g)
 		in.Stop = in.Stop || bad != nil // the group stops together
@@ -207,12 +204,9 @@ func (r *trainRun) loop(ctx context.Context) error {
 		}
 		if out.Stop && !last {
 			if bad != nil {
-				if err := r.out.interrupted(r.model, step); err != nil {
-					return err
-				}
-				return bad
+				return r.stop(step, bad)
 			}
-			return r.interrupted(step)
+			return r.stop(step, ErrInterrupted)
 		}
 		if step%cfg.CheckpointEvery == 0 && !last {
 			if err := r.out.save(r.model, step); err != nil {
@@ -223,11 +217,13 @@ func (r *trainRun) loop(ctx context.Context) error {
 	return nil
 }
 
-func (r *trainRun) interrupted(step int64) error {
+// stop ends a run before its last step for reason (ErrInterrupted, or
+// bad data), saving the checkpoint first.
+func (r *trainRun) stop(step int64, reason error) error {
 	if err := r.out.interrupted(r.model, step); err != nil {
 		return err
 	}
-	return ErrInterrupted
+	return reason
 }
 
 // openData lists the images of specs for cfg's crops: nothing is decoded
