@@ -15,7 +15,7 @@ ARG DEBIAN_MIRROR=http://deb.debian.org/debian
 RUN echo "deb ${DEBIAN_MIRROR} bookworm-backports main" >/etc/apt/sources.list.d/backports.list && \
     apt-get update -qq && \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        ca-certificates make g++ golang-1.23-go npm libtorch-dev libgloo-dev libopenblas0-openmp libturbojpeg0-dev >/dev/null
+        ca-certificates make g++ golang-1.23-go npm libtorch-dev libgloo-dev libopenblas0-openmp libturbojpeg0-dev libjpeg62-turbo-dev >/dev/null
 # PEM certificates the build must trust besides Debian's, such as those of
 # a TLS-intercepting proxy between it and the registries (make image passes
 # the host's /usr/local/share/ca-certificates).
@@ -28,13 +28,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download && go version
 COPY . .
-RUN make models DEB_PKGS="libtorch-dev libgloo-dev libopenblas0-openmp libturbojpeg0-dev"
+RUN make models DEB_PKGS="libtorch-dev libgloo-dev libopenblas0-openmp libturbojpeg0-dev libjpeg62-turbo-dev"
 
 # The runtime stage: the engine's shared libraries, no compiler, no headers.
 FROM ${BASE}
 RUN apt-get update -qq && \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        libtorch1.13 libgloo0 libopenblas0-openmp libturbojpeg0 >/dev/null && \
+        libtorch1.13 libgloo0 libopenblas0-openmp libturbojpeg0 libjpeg62-turbo >/dev/null && \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 COPY --from=build /src/bin/runner /usr/local/bin/runner
 # A library missing from the list above fails the build, not the first run.

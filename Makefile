@@ -7,10 +7,11 @@ GO       ?= go
 BIN      := bin/runner
 DEMO     ?= build/demo
 # Debian packages: the engine, Gloo's headers (data-parallel training), a
-# fast BLAS, libjpeg-turbo (JPEG decoded at the scale a crop needs), the
+# fast BLAS, libjpeg-turbo (JPEG decoded at the scale and region a crop
+# needs: TurboJPEG, and libjpeg's API for regions), the
 # default photos, and the headless browser the run-report test renders
 # with.
-DEB_PKGS := libtorch-dev libgloo-dev libopenblas0-openmp libturbojpeg0-dev mate-backgrounds plasma-workspace-wallpapers chromium
+DEB_PKGS := libtorch-dev libgloo-dev libopenblas0-openmp libturbojpeg0-dev libjpeg62-turbo-dev mate-backgrounds plasma-workspace-wallpapers chromium
 # Photos the default demo trains on.
 PHOTOS   ?= /usr/share/backgrounds /usr/share/wallpapers
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

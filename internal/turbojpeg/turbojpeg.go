@@ -1,7 +1,8 @@
 // Package turbojpeg decodes and encodes JPEG through libjpeg-turbo's
 // TurboJPEG API (Debian's libturbojpeg0-dev): about twice as fast as Go's
 // image/jpeg at full size, and faster still at the reduced sizes its DCT
-// scaling decodes to directly.
+// scaling decodes to directly. DecodeRegion reaches the same library
+// through libjpeg's API for what TurboJPEG 2.1 cannot: one rectangle.
 package turbojpeg
 
 /*
@@ -104,6 +105,14 @@ func (d *Decoder) Decode(b []byte, scale int) (*image.NRGBA, error) {
 // Encode compresses img as a baseline JPEG with 4:2:0 chroma at quality
 // (1-100).
 func Encode(img *image.NRGBA, quality int) ([]byte, error) {
+	return encode(img, quality, C.TJSAMP_420, 0)
+}
+
+// flagProgressive asks encode for a progressive file (tests).
+const flagProgressive = C.TJFLAG_PROGRESSIVE
+
+// encode compresses with chroma subsampling samp (a TJSAMP) and TJFLAGs.
+func encode(img *image.NRGBA, quality, samp, flags int) ([]byte, error) {
 	h := C.tjInitCompress()
 	if h == nil {
 		return nil, fmt.Errorf("turbojpeg: %s", C.GoString(C.tjGetErrorStr2(nil)))
@@ -117,7 +126,7 @@ func Encode(img *image.NRGBA, quality int) ([]byte, error) {
 	var size C.ulong
 	pix := img.Pix[img.PixOffset(b.Min.X, b.Min.Y):]
 	if C.tjCompress2(h, (*C.uchar)(unsafe.Pointer(&pix[0])), C.int(b.Dx()), C.int(img.Stride), C.int(b.Dy()), C.TJPF_RGBA,
-		&out, &size, C.TJSAMP_420, C.int(quality), 0) != 0 {
+		&out, &size, C.int(samp), C.int(quality), C.int(flags)) != 0 {
 		msg := C.GoString(C.tjGetErrorStr2(h))
 		if out != nil {
 			C.tjFree(out)

@@ -146,6 +146,14 @@ func BenchmarkDecode(b *testing.B) {
 			}
 		})
 	}
+	// A 100 px crop of the middle, the size of a 64 px crop's at full scale.
+	b.Run("region-1/1", func(b *testing.B) {
+		for range b.N {
+			if _, err := DecodeRegion(data, 1, image.Rect(200, 140, 300, 240)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("go", func(b *testing.B) {
 		for range b.N {
 			if _, err := jpeg.Decode(bytes.NewReader(data)); err != nil {
