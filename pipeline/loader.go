@@ -54,11 +54,13 @@ func NewLoader(src Source, opt LoaderOptions) *Loader {
 		opt.MaxPixels = DefaultMaxPixels
 	}
 	return &Loader{src: src, opt: opt, meta: make([]atomic.Uint64, src.Len()),
-		cache: newCache(opt.CacheBytes), decoders: make(chan *turbojpeg.Decoder, 32)}
+		cache: newCache(opt.CacheBytes, src.Len()), decoders: make(chan *turbojpeg.Decoder, 32)}
 }
 
-// Close frees the decoders.
+// Close frees the cache and the decoders. Crops may still be cut after,
+// but nothing is cached.
 func (l *Loader) Close() {
+	l.cache.close()
 	for {
 		select {
 		case d := <-l.decoders:
@@ -209,24 +211,23 @@ func (l *Loader) cropItem(i int, rng *rand.Rand, flip bool) (*image.NRGBA, error
 				break
 			}
 		}
-		src, err := l.decoded(i, scale, b, func(b []byte) (*image.NRGBA, error) { return l.decodeJPEG(b, scale, w, h) })
-		if err != nil {
-			return nil, err
-		}
-		sb := src.Bounds()
-		gx, gy := float64(sb.Dx())/float64(tw), float64(sb.Dy())/float64(th)
+		sw, sh := turbojpeg.ScaledSize(w, h, scale)
+		gx, gy := float64(sw)/float64(tw), float64(sh)/float64(th)
 		// At least one pixel, inside the decoded image.
-		x0 := min(int(float64(r.Min.X)*gx+0.5), sb.Dx()-1)
-		y0 := min(int(float64(r.Min.Y)*gy+0.5), sb.Dy()-1)
+		x0 := min(int(float64(r.Min.X)*gx+0.5), sw-1)
+		y0 := min(int(float64(r.Min.Y)*gy+0.5), sh-1)
 		x1 := max(x0+1, int(float64(r.Max.X)*gx+0.5))
 		y1 := max(y0+1, int(float64(r.Max.Y)*gy+0.5))
-		img = imaging.Crop(src, image.Rect(x0, y0, x1, y1).Intersect(sb))
+		rs := image.Rect(x0, y0, x1, y1).Intersect(image.Rect(0, 0, sw, sh))
+		img, err = l.cut(i, scale, b, rs, int64(4*sw*sh),
+			func(b []byte) (*image.NRGBA, error) { return l.decodeJPEG(b, scale, w, h) },
+			func(b []byte) (*image.NRGBA, error) { return turbojpeg.DecodeRegion(b, scale, rs) })
 	} else {
-		src, err := l.decoded(i, 0, b, func(b []byte) (*image.NRGBA, error) { return decodeFrom(bytes.NewReader(b), opt) })
-		if err != nil {
-			return nil, err
-		}
-		img = imaging.Crop(src, r)
+		img, err = l.cut(i, 0, b, r, int64(4*tw*th),
+			func(b []byte) (*image.NRGBA, error) { return decodeFrom(bytes.NewReader(b), opt) }, nil)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if img.Bounds().Dx() != l.opt.Size || img.Bounds().Dy() != l.opt.Size {
 		img = imaging.Resize(img, l.opt.Size, l.opt.Size, imaging.Linear)
@@ -237,11 +238,15 @@ func (l *Loader) cropItem(i int, rng *rand.Rand, flip bool) (*image.NRGBA, error
 	return img, nil
 }
 
-// decoded is item i decoded at scale (0: Go's decoder at the crop
-// policy's size), from the cache or by decode.
-func (l *Loader) decoded(i, scale int, b []byte, decode func([]byte) (*image.NRGBA, error)) (*image.NRGBA, error) {
+// cut cuts r from item i decoded at scale (0: Go's decoder at the crop
+// policy's size, of wholeBytes): from the cache; else by decoding the
+// whole image into the cache when it admits it; else by decoding r alone
+// where region can. Each way gives the same pixels, so what the cache
+// holds changes nothing but speed.
+func (l *Loader) cut(i, scale int, b []byte, r image.Rectangle, wholeBytes int64,
+	whole, region func([]byte) (*image.NRGBA, error)) (*image.NRGBA, error) {
 	key := uint64(i)<<4 | uint64(scale)
-	if img := l.cache.get(key); img != nil {
+	if img, ok := l.cache.crop(key, r); ok {
 		return img, nil
 	}
 	if b == nil {
@@ -251,12 +256,22 @@ func (l *Loader) decoded(i, scale int, b []byte, decode func([]byte) (*image.NRG
 		}
 	}
 	l.decodes.Add(1)
-	img, err := decode(b)
+	keep := l.cache.admits(wholeBytes)
+	if !keep && region != nil {
+		// A region fails exactly where a whole decode by libjpeg-turbo
+		// fails; the whole path then tries Go's decoder.
+		if img, err := region(b); err == nil {
+			return img, nil
+		}
+	}
+	img, err := whole(b)
 	if err != nil {
 		return nil, err
 	}
-	l.cache.put(key, img)
-	return img, nil
+	if keep {
+		l.cache.put(key, img)
+	}
+	return imaging.Crop(img, r), nil
 }
 
 // decodeJPEG decodes at 1/scale with libjpeg-turbo. What it cannot decode
@@ -309,41 +324,6 @@ func (l *Loader) Image(i int, opt DecodeOptions) (*image.NRGBA, error) {
 		return nil, err
 	}
 	return decodeFrom(bytes.NewReader(b), opt)
-}
-
-// cache keeps decoded images up to a byte budget. It admits until full
-// and then evicts nothing: under uniformly random access no policy does
-// better than holding a fixed share, and this one never churns.
-type cache struct {
-	mu   sync.Mutex
-	max  int64
-	used int64
-	m    map[uint64]*image.NRGBA
-}
-
-func newCache(max int64) *cache { return &cache{max: max, m: map[uint64]*image.NRGBA{}} }
-
-func (c *cache) get(key uint64) *image.NRGBA {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[key]
-}
-
-func (c *cache) put(key uint64, img *image.NRGBA) {
-	size := int64(len(img.Pix))
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[key]; ok || c.used+size > c.max {
-		return
-	}
-	c.m[key] = img
-	c.used += size
-}
-
-func (c *cache) bytes() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.used
 }
 
 // Check reads item i and decodes it whole (a JPEG at 1/8 scale, which

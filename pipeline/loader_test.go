@@ -179,7 +179,7 @@ func TestRowsAreOneBatchWhoeverBuildsThem(t *testing.T) {
 		all := whole.Rows(3, index, n, 0, n, true)
 		var parts []float32
 		for _, r := range [][2]int{{0, 2}, {2, 4}, {4, 6}} {
-			rank := NewLoader(src, opt) // no cache: every row decodes
+			rank := NewLoader(src, opt) // no cache: every row decodes its region
 			b := rank.Rows(3, index, n, r[0], r[1], true)
 			if got := rank.Counts().Decodes; got != int64(r[1]-r[0]) {
 				t.Fatalf("rows %v decoded %d images, want %d", r, got, r[1]-r[0])
@@ -503,5 +503,50 @@ func TestExemplarClasses(t *testing.T) {
 	defer l2.Close()
 	if _, err := NewExemplar(l2, 4, 64, 1, DecodeOptions{MinSide: 64}); err == nil {
 		t.Fatal("no usable image, and no error")
+	}
+}
+
+// The cache holds a set that fits its budget, holds nothing of one that
+// does not (those crops are decoded by region), and neither changes a
+// crop's bytes; nor does closing the loader.
+func TestCache(t *testing.T) {
+	dir := t.TempDir()
+	writeJPEGs(t, dir, 6, 160, 120)
+	src, err := List([]string{dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := LoaderOptions{Size: 32, MinScale: 0.2, MaxSide: 100}
+	ref := NewLoader(src, opt) // no cache
+	defer ref.Close()
+	want := ref.Rows(5, 0, 200, 0, 200, true).Data
+	for _, tc := range []struct {
+		name   string
+		budget int64
+		close  bool
+		cached bool // the set is kept, so most crops are hits
+	}{
+		{"fits", 64 << 20, false, true},
+		{"too large", 100 << 10, false, false}, // 6 images of 77 kB at full scale
+		{"closed", 64 << 20, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opt.CacheBytes = tc.budget
+			l := NewLoader(src, opt)
+			defer l.Close()
+			if tc.close {
+				l.Close()
+			}
+			if got := l.Rows(5, 0, 200, 0, 200, true).Data; !slices.Equal(got, want) {
+				t.Fatal("crops differ from the uncached loader's")
+			}
+			c := l.Counts()
+			if tc.cached && (c.Cached == 0 || c.Decodes > int64(6*len(turbojpeg.Scales))) {
+				t.Fatalf("a set that fits: %d bytes cached, %d decodes for 200 crops", c.Cached, c.Decodes)
+			}
+			if !tc.cached && (c.Cached != 0 || c.Decodes != 200) {
+				t.Fatalf("%d bytes cached, %d decodes for 200 crops; want none kept, 200", c.Cached, c.Decodes)
+			}
+		})
 	}
 }
