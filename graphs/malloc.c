@@ -4,7 +4,8 @@
 // then fragment the arenas, and a training process's peak memory swings by
 // a fifth from run to run (make bench-data). This runs as the program
 // loads, before Go or libtorch start a thread: set later, the limit would
-// leave the arenas already made in use.
+// leave the arenas already made in use. The engine sets malloc's other
+// knobs (model.hpp) when it builds a model.
 #include <malloc.h>
 #include <stdlib.h>
 

@@ -16,11 +16,7 @@ import (
 func TestDecodeRegionMatchesDecode(t *testing.T) {
 	// Odd sizes, so that partial iMCUs sit on the right and bottom edges.
 	src := testimages.Photo(3, 301, 217)
-	d, err := NewDecoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := newDecoder(t)
 	samps := []struct {
 		name string
 		samp int
@@ -74,11 +70,7 @@ func TestDecodeRegionFailsWhereDecodeFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDecoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := newDecoder(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	var failed int
 	for k := range 300 {

@@ -11,6 +11,16 @@ import (
 	"github.com/deepsim/deepsim/internal/testimages"
 )
 
+// newDecoder is a decoder closed when the test ends.
+func newDecoder(t testing.TB) *Decoder {
+	d, err := NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
 // gradient is a smooth test picture: DCT scaling keeps it nearly exact.
 func gradient(w, h int) *image.NRGBA {
 	img := image.NewNRGBA(image.Rect(0, 0, w, h))
@@ -32,11 +42,7 @@ func TestDecodeMatchesGoDecoder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDecoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := newDecoder(t)
 	w, h, err := d.Header(buf.Bytes())
 	if err != nil || w != 123 || h != 77 {
 		t.Fatalf("Header = %d, %d, %v; want 123, 77", w, h, err)
@@ -73,11 +79,7 @@ func TestBadData(t *testing.T) {
 	if err := jpeg.Encode(&buf, gradient(64, 64), nil); err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDecoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := newDecoder(t)
 	for name, b := range map[string][]byte{
 		"empty":     nil,
 		"not jpeg":  []byte("hello, world: this is no JPEG"),
@@ -132,11 +134,7 @@ func BenchmarkDecode(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := NewDecoder()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.Close()
+	d := newDecoder(b)
 	for _, scale := range Scales {
 		b.Run("1/"+string(rune('0'+scale)), func(b *testing.B) {
 			for range b.N {
