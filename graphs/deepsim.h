@@ -176,6 +176,10 @@ typedef struct {
   int32_t classes;       /* surrogate classes (comparator task) */
   int32_t precision;     /* enum ds_precision */
   int32_t layout;        /* enum ds_layout */
+  /* VQGAN's adaptive adversarial weight: the "adv" weight multiplies
+   * ||grad L_rec|| / ||grad L_adv|| at G's output layer, L_rec being the
+   * weighted image and feature terms; logged as "adv_weight". */
+  int32_t adv_adaptive;
   int32_t n_weights;
   ds_term weights[DS_MAX_TERMS];
   double lr;
@@ -190,7 +194,8 @@ typedef struct {
  * kl_weight weighs the VAE's KL term on this step (the caller owns its
  * warm-up schedule). In a group (ds_model_join), x holds rows
  * [offset, offset+n) of a global batch of global_n; 0 means n. stop: this
- * process asks the group to stop after this step. */
+ * process asks the group to stop after this step. The caller owns D's
+ * warm-up schedule too. */
 typedef struct {
   const float *x;
   const int64_t *labels;
@@ -199,6 +204,7 @@ typedef struct {
   int64_t offset;
   int64_t global_n;
   int32_t stop;
+  int32_t d_warmup; /* D's warm-up: D neither learns nor judges G's output */
 } ds_step_input;
 
 /* What a step measured: n_terms named values (losses before weighting,

@@ -73,6 +73,9 @@ type Config struct {
 	Classes      int // surrogate classes, for ComparatorTask
 	Precision    Precision
 	Layout       Layout
+	// AdaptiveAdv scales the "adv" weight by ||grad L_rec|| / ||grad L_adv||
+	// at G's output layer (VQGAN's adaptive weight), logged as adv_weight.
+	AdaptiveAdv bool
 	// Weights are the loss terms' weights by the names the step looks them
 	// up under ("feat", "adv", "img"); a term without one is off.
 	Weights      map[string]float64
@@ -134,6 +137,7 @@ func NewModel(cfg Config, comp, target *Comparator) (*Model, error) {
 		classes:       C.int32_t(cfg.Classes),
 		precision:     C.int32_t(cfg.Precision),
 		layout:        C.int32_t(cfg.Layout),
+		adv_adaptive:  cbool(cfg.AdaptiveAdv),
 		lr:            C.double(cfg.LR),
 		beta1:         C.double(cfg.Beta1),
 		beta2:         C.double(cfg.Beta2),
@@ -226,6 +230,17 @@ type Step struct {
 	Offset, Global int
 	// Stop asks the group to stop after this step.
 	Stop bool
+	// DWarmup: D neither learns nor judges G on this step; the caller owns
+	// the warm-up's schedule.
+	DWarmup bool
+}
+
+// cbool is a C flag.
+func cbool(b bool) C.int32_t {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // TrainStep runs one optimisation step and returns what it measured.
@@ -254,6 +269,7 @@ func (m *Model) step(op string, train bool, s Step) (StepLog, error) {
 	pin.Pin(&batch[0])
 	in := C.ds_step_input{x: (*C.float)(&batch[0]), n: C.int64_t(n), kl_weight: C.double(s.KLWeight),
 		offset: C.int64_t(s.Offset), global_n: C.int64_t(s.Global)}
+	in.d_warmup = cbool(s.DWarmup)
 	if s.Stop {
 		in.stop = 1
 	}

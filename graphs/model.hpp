@@ -222,24 +222,54 @@ torch::nn::Module& discriminator(ds_model& m) {
   return *m.disc;
 }
 
+// The weight of G's output convolution, where the adaptive adversarial
+// weight compares the two losses' gradients.
+torch::Tensor output_weight(ds_model& m) {
+  auto& body = m.inv ? m.inv->body : m.gen->body;
+  return body->ptr(body->size() - 1)->named_parameters(false)["weight"];
+}
+
+// VQGAN's adaptive adversarial weight (Esser et al., 2021): w_adv times
+// ||grad L_rec|| / ||grad L_adv|| at G's output layer, so that the
+// adversarial term pulls on G as hard as the reconstruction does, whatever
+// the terms' scales. In a group the gradients are the global batch's.
+double adaptive_weight(ds_model& m, double w_adv, const torch::Tensor& rec,
+                       const torch::Tensor& adv) {
+  auto last = output_weight(m);
+  auto g_rec = torch::autograd::grad({rec}, {last}, {}, /*retain_graph=*/true)[0];
+  auto g_adv = torch::autograd::grad({adv}, {last}, {}, /*retain_graph=*/true)[0];
+  auto both = torch::cat({g_rec.flatten(), g_adv.flatten()}).to(torch::kFloat64).contiguous();
+  if (m.group) {
+    std::vector<double> v(both.data_ptr<double>(), both.data_ptr<double>() + both.numel());
+    allreduce_values(*m.group, "adaptive weight's gradients", v, m.share);
+    both = torch::tensor(v, torch::kFloat64);
+  }
+  const int64_t n = g_rec.numel();
+  const double r = both.slice(0, 0, n).norm().item<double>(),
+               a = both.slice(0, n).norm().item<double>();
+  return w_adv * std::clamp(r / (a + 1e-4), 0.0, 1e4);
+}
+
 // One DeePSiM step on what the generator made of x: G (and E) learn from
-// the weighted loss terms, D from telling x from G's output.
+// the weighted loss terms, D from telling x from G's output. During D's
+// warm-up D neither learns nor judges.
 void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
-                    ds_step_log* out) {
+                    const ds_step_input& in, ds_step_log* out) {
   const double w_img = m.weight("img"), w_feat = m.weight("feat"),
                w_adv = m.weight("adv");
-  const bool adversarial = w_adv > 0;
+  const bool adversarial = w_adv > 0 && !in.d_warmup;
+  double adv_weight = adversarial ? w_adv : 0;
   discriminator(m).train();
   auto zero = torch::zeros({}, x.options());
   torch::Tensor l_img = zero, l_feat = zero, l_adv = zero, l_discr = zero;
-  torch::Tensor g_loss = g.loss;
+  torch::Tensor g_loss = g.loss, rec = zero;
   const auto& y = g.y;
   std::optional<Autocast> autocast(std::in_place, bf16(m));
 
   // Image and feature losses.
   if (w_img > 0) {
     l_img = F::mse_loss(y, x);
-    g_loss = g_loss + w_img * l_img;
+    rec = rec + w_img * l_img;
   }
   if (w_feat > 0) {
     if (!m.comp) throw std::invalid_argument("the feature loss needs a comparator");
@@ -252,8 +282,9 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     auto fy = features_of(*m.comp, y);
     l_feat = F::mse_loss(fy[0], target[0]);
     for (size_t i = 1; i < fy.size(); i++) l_feat = l_feat + F::mse_loss(fy[i], target[i]);
-    g_loss = g_loss + w_feat * l_feat;
+    rec = rec + w_feat * l_feat;
   }
+  g_loss = g_loss + rec;
 
   // The discriminator's step, on x against G's output held fixed.
   const bool update_d = adversarial && m.train_d;
@@ -274,7 +305,10 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     auto judged = judge(m, y, g.cond);
     set_requires_grad(discriminator(m), true);
     l_adv = F::binary_cross_entropy_with_logits(judged, torch::ones_like(judged));
-    g_loss = g_loss + w_adv * l_adv;
+    autocast.reset();
+    if (m.cfg.adv_adaptive && update_g && rec.requires_grad())
+      adv_weight = adaptive_weight(m, w_adv, rec, l_adv);
+    g_loss = g_loss + adv_weight * l_adv;
   }
   autocast.reset();
 
@@ -299,6 +333,7 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     values.pop_back();
   }
   for (size_t i = 0; i < logged.size(); i++) log_term(out, logged[i].first, values[i]);
+  if (m.cfg.adv_adaptive) log_term(out, "adv_weight", adv_weight);
   out->updated_g = update_g;
   out->updated_d = update_d;
   out->stop = stop;
@@ -348,7 +383,7 @@ void autoencoder_step(ds_model& m, const torch::Tensor& x, const ds_step_input& 
     Autocast autocast(bf16(m));
     g = autoencode(m, x, in);
   }
-  deepsim_losses(m, x, g, out);
+  deepsim_losses(m, x, g, in, out);
 }
 
 void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
@@ -382,7 +417,7 @@ torch::Tensor target_features(ds_model& m, const torch::Tensor& x) {
   return f.dim() == 2 ? f.view({f.size(0), f.size(1), 1, 1}) : f;
 }
 
-void inversion_step(ds_model& m, const torch::Tensor& x, const ds_step_input&,
+void inversion_step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
                     ds_step_log* out) {
   m.inv->train();
   auto f = target_features(m, x);
@@ -392,7 +427,7 @@ void inversion_step(ds_model& m, const torch::Tensor& x, const ds_step_input&,
     Autocast autocast(bf16(m));
     g.y = m.inv->forward(f);
   }
-  deepsim_losses(m, x, g, out);
+  deepsim_losses(m, x, g, in, out);
 }
 
 void build_inversion(ds_model& m, std::shared_ptr<Comparator> comp,

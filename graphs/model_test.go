@@ -124,6 +124,64 @@ func TestTrainStepLossTerms(t *testing.T) {
 	}
 }
 
+// The adaptive adversarial weight is lambda_adv times the ratio of the
+// reconstruction's and the adversarial term's gradient norms at G's
+// output layer: on a first step (same weights, same D) doubling the image
+// term's weight doubles it, and so does doubling lambda_adv. A fixed
+// weight logs none.
+func TestAdaptiveAdversarialWeight(t *testing.T) {
+	first := func(img, adv float64, adaptive bool) (float64, bool) {
+		cfg := testConfig()
+		cfg.Weights = map[string]float64{"adv": adv, "img": img}
+		cfg.AdaptiveAdv = adaptive
+		l, err := newModel(t, cfg).TrainStep(Step{Batch: randomBatch(1, 2, 32), N: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, term := range l.Terms {
+			if term.Name == "adv_weight" {
+				return term.Value, true
+			}
+		}
+		return 0, false
+	}
+	base, ok := first(1, 0.5, true)
+	if !ok || !(base > 0) || base >= 0.5*1e4/2 {
+		t.Fatalf("adv_weight %v (logged: %v), want above 0 and below the clamp", base, ok)
+	}
+	for _, tc := range []struct {
+		name     string
+		img, adv float64
+	}{{"image weight doubled", 2, 0.5}, {"lambda_adv doubled", 1, 1}} {
+		if got, _ := first(tc.img, tc.adv, true); math.Abs(got-2*base) > 1e-5*base {
+			t.Errorf("%s: adv_weight %v, want twice %v", tc.name, got, base)
+		}
+	}
+	if w, ok := first(1, 0.5, false); ok {
+		t.Errorf("a fixed weight logged adv_weight %v", w)
+	}
+}
+
+// During D's warm-up D neither learns nor judges G; after it, both.
+func TestDWarmup(t *testing.T) {
+	cfg := testConfig()
+	cfg.Weights = map[string]float64{"adv": 0.5, "img": 1}
+	cfg.AdaptiveAdv = true
+	m := newModel(t, cfg)
+	for _, warm := range []bool{true, true, false} {
+		l, err := m.TrainStep(Step{Batch: randomBatch(1, 2, 32), N: 2, DWarmup: warm})
+		if err != nil {
+			t.Fatal(err)
+		}
+		on := l.UpdatedD && l.Get("loss_discr") > 0 && l.Get("loss_adv") > 0 && l.Get("adv_weight") > 0
+		off := !l.UpdatedD && l.Get("loss_discr") == 0 && l.Get("loss_adv") == 0 && l.Get("adv_weight") == 0
+		if (warm && !off) || (!warm && !on) {
+			t.Fatalf("warm-up %v: updated D %v, loss_discr %v, loss_adv %v, adv_weight %v", warm,
+				l.UpdatedD, l.Get("loss_discr"), l.Get("loss_adv"), l.Get("adv_weight"))
+		}
+	}
+}
+
 func TestTrainingReducesLoss(t *testing.T) {
 	cfg := testConfig()
 	cfg.Weights["adv"] = 0

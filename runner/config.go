@@ -79,6 +79,15 @@ type Config struct {
 	// term, and the mean binary cross-entropy -log D(G(x)) for the
 	// adversarial term. In config.json they are lambda_NAME keys.
 	Weights Weights `json:"-"`
+	// AdvWeight is how the adversarial term is weighed: AdvFixed, by its
+	// lambda; or AdvAdaptive, VQGAN's rule: its lambda times the ratio of
+	// the reconstruction's (image and feature terms) and the adversarial
+	// term's gradient norms at G's output layer, logged as adv_weight.
+	// Runs made before the setting have "", which is fixed.
+	AdvWeight string `json:"adv_weight,omitempty"`
+	// DWarmup: for the first DWarmup steps D neither learns nor judges G,
+	// which learns from the reconstruction alone (VQGAN's disc_start).
+	DWarmup int64 `json:"d_warmup,omitempty"`
 
 	LR          float64 `json:"lr"`
 	Beta1       float64 `json:"beta1"`
@@ -111,6 +120,12 @@ const (
 	// difference within many steps, so runs that differ only in how
 	// sums are split (threads, processes) can be checked step by step.
 	PrecisionFloat64 = "float64"
+)
+
+// How the adversarial term is weighed.
+const (
+	AdvFixed    = "fixed"
+	AdvAdaptive = "adaptive"
 )
 
 // Memory layouts of the trained networks.
@@ -182,6 +197,7 @@ func Defaults() Config {
 		Comparator:      DefaultComparator,
 		ComparatorSize:  0,
 		Weights:         defaultWeights(),
+		AdvWeight:       AdvFixed,
 		LR:              2e-4,
 		Beta1:           0.9,
 		Beta2:           0.999,
@@ -285,6 +301,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--layout %q: have %s, %s", c.Layout, LayoutChannelsLast, LayoutNCHW)
 	case c.CacheMB < 0:
 		return fmt.Errorf("--cache-mb %d: must be at least 0", c.CacheMB)
+	case c.AdvWeight != "" && c.AdvWeight != AdvFixed && c.AdvWeight != AdvAdaptive:
+		return fmt.Errorf("--adv-weight %q: have %s, %s", c.AdvWeight, AdvFixed, AdvAdaptive)
+	case c.AdvWeight == AdvAdaptive && c.Weights.Of(TermAdv) <= 0:
+		return errors.New("--adv-weight adaptive scales --lambda-adv, which is 0: set it above 0 (VQGAN uses 0.8)")
+	case c.AdvWeight == AdvAdaptive && c.Weights.Of(TermImg) <= 0 && c.Weights.Of(TermFeat) <= 0:
+		return errors.New("--adv-weight adaptive weighs the adversarial term against the image and feature terms, which are 0")
+	case c.DWarmup < 0:
+		return fmt.Errorf("--d-warmup %d: must not be negative", c.DWarmup)
 	case c.Precision == PrecisionBF16 && !hasBF16(cpuFlags()):
 		return errors.New("--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); train in float32")
 	}
@@ -328,6 +352,7 @@ func (c Config) Graph() graphs.Config {
 		Classes:      c.Classes,
 		Precision:    precision,
 		Weights:      c.Weights.byName(),
+		AdaptiveAdv:  c.AdvWeight == AdvAdaptive,
 		LR:           c.LR,
 		Beta1:        c.Beta1,
 		Beta2:        c.Beta2,

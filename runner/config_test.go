@@ -80,6 +80,16 @@ func TestValidate(t *testing.T) {
 		{"nchw", func(c *Config) { c.Layout = LayoutNCHW }, ""},
 		{"unknown layout", func(c *Config) { c.Layout = "nhwc" }, "--layout"},
 		{"zero latent", func(c *Config) { c.CodeChannels = 0 }, "--latent"},
+		{"adaptive adversarial weight", func(c *Config) { c.AdvWeight, c.DWarmup = AdvAdaptive, 300 }, ""},
+		{"run from before --adv-weight", func(c *Config) { c.AdvWeight = "" }, ""},
+		{"unknown adversarial weighting", func(c *Config) { c.AdvWeight = "auto" }, "--adv-weight"},
+		{"adaptive without an adversarial term", func(c *Config) { c.AdvWeight = AdvAdaptive; c.Weights.Set(TermAdv, 0) }, "--lambda-adv"},
+		{"adaptive against nothing", func(c *Config) {
+			c.AdvWeight = AdvAdaptive
+			c.Weights.Set(TermImg, 0)
+			c.Weights.Set(TermFeat, 0)
+		}, "image and feature terms"},
+		{"negative d warm-up", func(c *Config) { c.DWarmup = -1 }, "--d-warmup"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -89,10 +89,10 @@ type deepsimRun struct {
 
 func (r *deepsimRun) batch(i int64) pipeline.Batch { return r.batches(i) }
 
-// input logs the epochs done, and gives the VAE its KL weight, which
-// warms up, and logs it.
+// input logs the epochs done, keeps D out during its warm-up, and gives
+// the VAE its KL weight, which warms up, and logs it.
 func (r *deepsimRun) input(step int64, b pipeline.Batch) (graphs.Step, []graphs.Term) {
-	s := graphs.Step{Batch: b.Data, N: b.N, Offset: b.Offset, Global: b.Global}
+	s := graphs.Step{Batch: b.Data, N: b.N, Offset: b.Offset, Global: b.Global, DWarmup: step <= r.cfg.DWarmup}
 	logged := []graphs.Term{{Name: "epoch", Value: float64(step*int64(r.cfg.Batch)) / float64(r.images)}}
 	if !r.vae {
 		return s, logged

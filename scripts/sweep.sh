@@ -23,6 +23,8 @@ configs=(
 	"adv1|--lambda-adv 1"
 	"taps-adv0.1|--comparator mobilenetv2 --lambda-adv 0.1"
 	"deep-adv0.1|--comparator mobilenetv2:block_6_expand_relu --lambda-adv 0.1"
+	"adaptive|--adv-weight adaptive --lambda-adv 0.8"
+	"adaptive-warm|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300"
 	"taps|--comparator mobilenetv2"
 	"deep|--comparator mobilenetv2:block_6_expand_relu"
 )
