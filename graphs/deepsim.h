@@ -180,6 +180,9 @@ typedef struct {
    * ||grad L_rec|| / ||grad L_adv|| at G's output layer, L_rec being the
    * weighted image and feature terms; logged as "adv_weight". */
   int32_t adv_adaptive;
+  /* Autoencoder and VAE: D judges each 26 px patch (PatchGAN) instead of
+   * the whole crop. */
+  int32_t patch_discriminator;
   int32_t n_weights;
   ds_term weights[DS_MAX_TERMS];
   double lr;

@@ -76,6 +76,9 @@ type Config struct {
 	// AdaptiveAdv scales the "adv" weight by ||grad L_rec|| / ||grad L_adv||
 	// at G's output layer (VQGAN's adaptive weight), logged as adv_weight.
 	AdaptiveAdv bool
+	// PatchD makes the autoencoder's and the VAE's D judge each 26 px patch
+	// (PatchGAN) instead of the whole crop.
+	PatchD bool
 	// Weights are the loss terms' weights by the names the step looks them
 	// up under ("feat", "adv", "img"); a term without one is off.
 	Weights      map[string]float64
@@ -130,19 +133,20 @@ var errClosed = errors.New("graphs: model is closed")
 // references: comp and target may be closed at any time.
 func NewModel(cfg Config, comp, target *Comparator) (*Model, error) {
 	c := C.ds_config{
-		task:          C.int32_t(cfg.Task),
-		size:          C.int32_t(cfg.Size),
-		code_channels: C.int32_t(cfg.CodeChannels),
-		upsample:      C.int32_t(cfg.Upsample),
-		classes:       C.int32_t(cfg.Classes),
-		precision:     C.int32_t(cfg.Precision),
-		layout:        C.int32_t(cfg.Layout),
-		adv_adaptive:  cbool(cfg.AdaptiveAdv),
-		lr:            C.double(cfg.LR),
-		beta1:         C.double(cfg.Beta1),
-		beta2:         C.double(cfg.Beta2),
-		weight_decay:  C.double(cfg.WeightDecay),
-		seed:          C.int64_t(cfg.Seed),
+		task:                C.int32_t(cfg.Task),
+		size:                C.int32_t(cfg.Size),
+		code_channels:       C.int32_t(cfg.CodeChannels),
+		upsample:            C.int32_t(cfg.Upsample),
+		classes:             C.int32_t(cfg.Classes),
+		precision:           C.int32_t(cfg.Precision),
+		layout:              C.int32_t(cfg.Layout),
+		adv_adaptive:        cbool(cfg.AdaptiveAdv),
+		patch_discriminator: cbool(cfg.PatchD),
+		lr:                  C.double(cfg.LR),
+		beta1:               C.double(cfg.Beta1),
+		beta2:               C.double(cfg.Beta2),
+		weight_decay:        C.double(cfg.WeightDecay),
+		seed:                C.int64_t(cfg.Seed),
 	}
 	if len(cfg.Weights) > C.DS_MAX_TERMS {
 		return nil, fmt.Errorf("build model: %d loss weights, at most %d", len(cfg.Weights), C.DS_MAX_TERMS)

@@ -396,7 +396,7 @@ void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
   m.enc = Encoder(s, vae ? 2 * cfg.code_channels : cfg.code_channels);
   m.gen = Generator(s, cfg.code_channels, static_cast<Upsample>(cfg.upsample));
   m.noise.set_current_seed(static_cast<uint64_t>(cfg.seed));
-  m.disc = Discriminator(s, m.rows);
+  m.disc = Discriminator(s, m.rows, cfg.patch_discriminator != 0);
   m.enc->to(m.device, dtype(m));
   m.gen->to(m.device, dtype(m));
   m.disc->to(m.device, dtype(m));

@@ -162,6 +162,28 @@ func TestAdaptiveAdversarialWeight(t *testing.T) {
 	}
 }
 
+// The patch discriminator is another network (fewer weights at any size),
+// judges a map of patches, and trains.
+func TestPatchDiscriminator(t *testing.T) {
+	cfg := testConfig()
+	cfg.Weights = map[string]float64{"adv": 0.5, "img": 1}
+	whole := newModel(t, cfg).NumParams()
+	cfg.PatchD = true
+	m := newModel(t, cfg)
+	if m.NumParams() >= whole {
+		t.Fatalf("%d parameters with the patch discriminator, %d without: want fewer", m.NumParams(), whole)
+	}
+	for range 3 {
+		l, err := m.TrainStep(Step{Batch: randomBatch(1, 2, 32), N: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := l.Get("loss_discr"); !(d > 0) || math.IsInf(d, 0) || !l.UpdatedD {
+			t.Fatalf("loss_discr %v, updated D %v", d, l.UpdatedD)
+		}
+	}
+}
+
 // During D's warm-up D neither learns nor judges G; after it, both.
 func TestDWarmup(t *testing.T) {
 	cfg := testConfig()

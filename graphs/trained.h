@@ -276,21 +276,38 @@ inline nn::Sequential discriminator_trunk(int64_t size) {
                         nn::AdaptiveAvgPool2d(1), nn::Flatten());
 }
 
+// A patch discriminator's convolutions (PatchGAN, Isola et al., 2017):
+// one logit for each overlapping 26 px patch, a map of size/4 x size/4,
+// so that D judges local texture rather than the whole crop.
+inline nn::Sequential patch_discriminator() {
+  return nn::Sequential(conv(3, 64, 4, 2, 1), leaky(),    //
+                        conv(64, 128, 4, 2, 1), leaky(),  //
+                        conv(128, 256, 3), leaky(),       //
+                        conv(256, 1, 3));
+}
+
 // Discriminator D: the trunk, then dropout 0.5 before each fully connected
-// layer. One logit: sigmoid(logit) is the paper's two-way softmax.
+// layer. One logit: sigmoid(logit) is the paper's two-way softmax. With
+// patch, the patch discriminator's map of logits instead.
 struct DiscriminatorImpl : nn::Module {
   nn::Sequential features, classifier;
+  bool patch;
 
-  DiscriminatorImpl(int64_t size, std::shared_ptr<BatchRows> rows) {
-    features = discriminator_trunk(size);
-    classifier = nn::Sequential(BatchDropout(0.5, rows), nn::Linear(256, 256), leaky(),
-                                BatchDropout(0.5, rows), nn::Linear(256, 1));
+  DiscriminatorImpl(int64_t size, std::shared_ptr<BatchRows> rows, bool patch) : patch(patch) {
+    if (patch) {
+      features = patch_discriminator();
+    } else {
+      features = discriminator_trunk(size);
+      classifier = nn::Sequential(BatchDropout(0.5, rows), nn::Linear(256, 256), leaky(),
+                                  BatchDropout(0.5, rows), nn::Linear(256, 1));
+      register_module("classifier", classifier);
+    }
     register_module("features", features);
-    register_module("classifier", classifier);
     msra_init(*this);
   }
 
   torch::Tensor forward(torch::Tensor x) {
+    if (patch) return features->forward(x).squeeze(1);
     return classifier->forward(features->forward(x)).squeeze(1);
   }
 };

@@ -88,6 +88,11 @@ type Config struct {
 	// DWarmup: for the first DWarmup steps D neither learns nor judges G,
 	// which learns from the reconstruction alone (VQGAN's disc_start).
 	DWarmup int64 `json:"d_warmup,omitempty"`
+	// Discriminator is D's kind for the autoencoder and the VAE:
+	// DiscriminatorImage, the paper's (one judgement per crop), or
+	// DiscriminatorPatch (PatchGAN: one per 26 px patch). Runs made before
+	// the setting have "", which is the paper's.
+	Discriminator string `json:"discriminator,omitempty"`
 
 	LR          float64 `json:"lr"`
 	Beta1       float64 `json:"beta1"`
@@ -126,6 +131,12 @@ const (
 const (
 	AdvFixed    = "fixed"
 	AdvAdaptive = "adaptive"
+)
+
+// Kinds of discriminator.
+const (
+	DiscriminatorImage = "image"
+	DiscriminatorPatch = "patch"
 )
 
 // Memory layouts of the trained networks.
@@ -198,6 +209,7 @@ func Defaults() Config {
 		ComparatorSize:  0,
 		Weights:         defaultWeights(),
 		AdvWeight:       AdvFixed,
+		Discriminator:   DiscriminatorImage,
 		LR:              2e-4,
 		Beta1:           0.9,
 		Beta2:           0.999,
@@ -309,6 +321,10 @@ func (c Config) Validate() error {
 		return errors.New("--adv-weight adaptive weighs the adversarial term against the image and feature terms, which are 0")
 	case c.DWarmup < 0:
 		return fmt.Errorf("--d-warmup %d: must not be negative", c.DWarmup)
+	case c.Discriminator != "" && c.Discriminator != DiscriminatorImage && c.Discriminator != DiscriminatorPatch:
+		return fmt.Errorf("--discriminator %q: have %s, %s", c.Discriminator, DiscriminatorImage, DiscriminatorPatch)
+	case c.Discriminator == DiscriminatorPatch && c.Task != TaskAutoencoder && c.Task != TaskVAE:
+		return fmt.Errorf("--discriminator patch is for --task %s and %s", TaskAutoencoder, TaskVAE)
 	case c.Precision == PrecisionBF16 && !hasBF16(cpuFlags()):
 		return errors.New("--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); train in float32")
 	}
@@ -353,6 +369,7 @@ func (c Config) Graph() graphs.Config {
 		Precision:    precision,
 		Weights:      c.Weights.byName(),
 		AdaptiveAdv:  c.AdvWeight == AdvAdaptive,
+		PatchD:       c.Discriminator == DiscriminatorPatch,
 		LR:           c.LR,
 		Beta1:        c.Beta1,
 		Beta2:        c.Beta2,

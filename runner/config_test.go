@@ -90,6 +90,11 @@ func TestValidate(t *testing.T) {
 			c.Weights.Set(TermFeat, 0)
 		}, "image and feature terms"},
 		{"negative d warm-up", func(c *Config) { c.DWarmup = -1 }, "--d-warmup"},
+		{"patch discriminator", func(c *Config) { c.Discriminator = DiscriminatorPatch }, ""},
+		{"unknown discriminator", func(c *Config) { c.Discriminator = "pixel" }, "--discriminator"},
+		{"patch discriminator for an inversion", func(c *Config) {
+			c.Task, c.Target, c.Layer, c.Discriminator = TaskInversion, "alexnet", "fc6", DiscriminatorPatch
+		}, "--discriminator patch is for"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ configs=(
 	"deep-adv0.1|--comparator mobilenetv2:block_6_expand_relu --lambda-adv 0.1"
 	"adaptive|--adv-weight adaptive --lambda-adv 0.8"
 	"adaptive-warm|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300"
+	"adaptive-patch|--adv-weight adaptive --lambda-adv 0.8 --discriminator patch"
 	"taps|--comparator mobilenetv2"
 	"deep|--comparator mobilenetv2:block_6_expand_relu"
 )

@@ -63,6 +63,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.StringVar(&cfg.Upsample, "upsample", cfg.Upsample, "generator upsampling: deconv (transposed conv, the paper's) or resize (nearest + 3x3 conv, no checkerboard)")
 	fs.Float64Var(&cfg.KLWeight, "kl-weight", cfg.KLWeight, "VAE: weight of the KL term (nats per image)")
 	fs.StringVar(&cfg.AdvWeight, "adv-weight", cfg.AdvWeight, "how the adversarial term is weighed: fixed (--lambda-adv) or adaptive (VQGAN: --lambda-adv times the ratio of the reconstruction's and the adversarial term's gradient norms at G's output layer)")
+	fs.StringVar(&cfg.Discriminator, "discriminator", cfg.Discriminator, "D of the autoencoder and the VAE: image (the paper's, one judgement per crop) or patch (PatchGAN: one per 26 px patch)")
 	fs.Int64Var(&cfg.DWarmup, "d-warmup", cfg.DWarmup, "steps before D starts: until then it neither learns nor judges G")
 	fs.Int64Var(&cfg.KLWarmup, "kl-warmup", cfg.KLWarmup, "VAE: steps over which the KL weight rises linearly from 0")
 	fs.StringVar(&cfg.Comparator, "comparator", cfg.Comparator, "comparator C: NAME:LAYER, ARCH-random:LAYER or FILE.pt[:SUBMODULE] (autoencoder and VAE: "+runner.TrainedComparator+" where make models has imported it)")
