@@ -306,8 +306,10 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     set_requires_grad(discriminator(m), true);
     l_adv = F::binary_cross_entropy_with_logits(judged, torch::ones_like(judged));
     autocast.reset();
-    if (m.cfg.adv_adaptive && update_g && rec.requires_grad())
-      adv_weight = adaptive_weight(m, w_adv, rec, l_adv);
+    // Adaptive: the weight of a step where G does not learn is moot, and
+    // logged as 0.
+    if (m.cfg.adv_adaptive)
+      adv_weight = update_g && rec.requires_grad() ? adaptive_weight(m, w_adv, rec, l_adv) : 0;
     g_loss = g_loss + adv_weight * l_adv;
   }
   autocast.reset();
