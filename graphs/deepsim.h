@@ -186,6 +186,7 @@ typedef struct {
   int32_t n_weights;
   ds_term weights[DS_MAX_TERMS];
   double lr;
+  double lr_d; /* D's learning rate; 0: lr */
   double beta1;
   double beta2;
   double weight_decay;

@@ -83,6 +83,7 @@ type Config struct {
 	// up under ("feat", "adv", "img"); a term without one is off.
 	Weights      map[string]float64
 	LR           float64
+	LRD          float64 // D's learning rate; 0: LR
 	Beta1, Beta2 float64
 	WeightDecay  float64
 	Seed         int64
@@ -143,6 +144,7 @@ func NewModel(cfg Config, comp, target *Comparator) (*Model, error) {
 		adv_adaptive:        cbool(cfg.AdaptiveAdv),
 		patch_discriminator: cbool(cfg.PatchD),
 		lr:                  C.double(cfg.LR),
+		lr_d:                C.double(cfg.LRD),
 		beta1:               C.double(cfg.Beta1),
 		beta2:               C.double(cfg.Beta2),
 		weight_decay:        C.double(cfg.WeightDecay),

@@ -187,12 +187,16 @@ void to_layout(const ds_model& m, torch::nn::Module& mod) {
 }
 
 std::unique_ptr<torch::optim::Adam> adam(const ds_config& cfg,
-                                         std::vector<torch::Tensor> params) {
+                                         std::vector<torch::Tensor> params, double lr) {
   return std::make_unique<torch::optim::Adam>(
-      params, torch::optim::AdamOptions(cfg.lr)
+      params, torch::optim::AdamOptions(lr)
                   .betas({cfg.beta1, cfg.beta2})
                   .weight_decay(cfg.weight_decay));
 }
+
+// D's learning rate: its own where the config gives one (a D that learns
+// faster than G, as in TTUR), else G's.
+double d_lr(const ds_config& cfg) { return cfg.lr_d > 0 ? cfg.lr_d : cfg.lr; }
 
 // The code of x: for the VAE the posterior's mean and log-variance, for the
 // autoencoder the code itself and an undefined log-variance.
@@ -405,7 +409,7 @@ void build_deepsim(ds_model& m, std::shared_ptr<Comparator> comp) {
   to_layout(m, *m.enc);
   to_layout(m, *m.gen);
   to_layout(m, *m.disc);
-  m.opt_d = adam(cfg, m.disc->parameters());
+  m.opt_d = adam(cfg, m.disc->parameters(), d_lr(cfg));
   m.step = autoencoder_step;
 }
 
@@ -463,7 +467,7 @@ void build_inversion(ds_model& m, std::shared_ptr<Comparator> comp,
   m.cdisc->to(m.device, dtype(m));
   to_layout(m, *m.inv);
   to_layout(m, *m.cdisc);
-  m.opt_d = adam(cfg, m.cdisc->parameters());
+  m.opt_d = adam(cfg, m.cdisc->parameters(), d_lr(cfg));
   m.step = inversion_step;
 }
 
@@ -574,7 +578,7 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* ta
     default:
       throw std::invalid_argument("unknown task " + std::to_string(cfg.task));
   }
-  m->opt_g = adam(cfg, tensors(g_params(*m)));
+  m->opt_g = adam(cfg, tensors(g_params(*m)), cfg.lr);
   return m.release();
 }
 

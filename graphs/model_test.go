@@ -184,6 +184,32 @@ func TestPatchDiscriminator(t *testing.T) {
 	}
 }
 
+// D's own learning rate: equal to G's it changes nothing, larger it
+// changes D's second step.
+func TestDLearningRate(t *testing.T) {
+	second := func(lrd float64) float64 {
+		cfg := testConfig()
+		cfg.Weights = map[string]float64{"adv": 0.5, "img": 1}
+		cfg.LRD = lrd
+		m := newModel(t, cfg)
+		var l StepLog
+		for range 2 {
+			var err error
+			if l, err = m.TrainStep(Step{Batch: randomBatch(1, 2, 32), N: 2}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return l.Get("loss_discr")
+	}
+	base := second(0)
+	if same := second(testConfig().LR); same != base {
+		t.Errorf("--lr-d equal to --lr: loss_discr %v, want %v", same, base)
+	}
+	if faster := second(10 * testConfig().LR); faster == base {
+		t.Errorf("--lr-d ten times --lr: loss_discr %v, the same as with G's rate", faster)
+	}
+}
+
 // During D's warm-up D neither learns nor judges G; after it, both.
 func TestDWarmup(t *testing.T) {
 	cfg := testConfig()

@@ -94,7 +94,9 @@ type Config struct {
 	// the setting have "", which is the paper's.
 	Discriminator string `json:"discriminator,omitempty"`
 
-	LR          float64 `json:"lr"`
+	LR float64 `json:"lr"`
+	// LRD is D's learning rate (0: LR); runs made before it have none.
+	LRD         float64 `json:"lr_d,omitempty"`
 	Beta1       float64 `json:"beta1"`
 	Beta2       float64 `json:"beta2"`
 	WeightDecay float64 `json:"weight_decay"`
@@ -301,6 +303,8 @@ func (c Config) Validate() error {
 		return errors.New("no --data folder given")
 	case math.IsNaN(c.LR) || c.LR <= 0 || c.LR > 1:
 		return fmt.Errorf("--lr %g: must be above 0 and at most 1", c.LR)
+	case math.IsNaN(c.LRD) || c.LRD < 0 || c.LRD > 1:
+		return fmt.Errorf("--lr-d %g: must be between 0 (--lr) and 1", c.LRD)
 	case c.Batch < 1:
 		return fmt.Errorf("--batch %d: must be at least 1", c.Batch)
 	case c.Steps < 1:
@@ -371,6 +375,7 @@ func (c Config) Graph() graphs.Config {
 		AdaptiveAdv:  c.AdvWeight == AdvAdaptive,
 		PatchD:       c.Discriminator == DiscriminatorPatch,
 		LR:           c.LR,
+		LRD:          c.LRD,
 		Beta1:        c.Beta1,
 		Beta2:        c.Beta2,
 		WeightDecay:  c.WeightDecay,

@@ -90,6 +90,9 @@ func TestValidate(t *testing.T) {
 			c.Weights.Set(TermFeat, 0)
 		}, "image and feature terms"},
 		{"negative d warm-up", func(c *Config) { c.DWarmup = -1 }, "--d-warmup"},
+		{"D's own learning rate", func(c *Config) { c.LRD = 8e-4 }, ""},
+		{"NaN D learning rate", func(c *Config) { c.LRD = math.NaN() }, "--lr-d NaN"},
+		{"negative D learning rate", func(c *Config) { c.LRD = -1 }, "--lr-d -1"},
 		{"patch discriminator", func(c *Config) { c.Discriminator = DiscriminatorPatch }, ""},
 		{"unknown discriminator", func(c *Config) { c.Discriminator = "pixel" }, "--discriminator"},
 		{"patch discriminator for an inversion", func(c *Config) {

@@ -26,6 +26,8 @@ configs=(
 	"adaptive|--adv-weight adaptive --lambda-adv 0.8"
 	"adaptive-warm|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300"
 	"adaptive-patch|--adv-weight adaptive --lambda-adv 0.8 --discriminator patch"
+	"adaptive-warm-lrd4|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --lr-d 0.0008"
+	"adaptive-warm-patch-lrd4|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --lr-d 0.0008 --discriminator patch"
 	"taps|--comparator mobilenetv2"
 	"deep|--comparator mobilenetv2:block_6_expand_relu"
 )

@@ -77,6 +77,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 		fs.Float64Var(&cfg.Weights[i], t.Flag(), cfg.Weights[i], t.Help)
 	}
 	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate")
+	fs.Float64Var(&cfg.LRD, "lr-d", cfg.LRD, "D's Adam learning rate (0: --lr); a D that learns faster than G, as in TTUR")
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for initialisation and data order")
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch threads (0: one per core)")
 	fs.IntVar(&cfg.CacheMB, "cache-mb", cfg.CacheMB, "MiB of decoded images kept for reuse when the whole set fits (0: none; the default photos fit in the default)")
