@@ -46,7 +46,16 @@ type EvalResult struct {
 	// crop and its reconstruction, averaged (see graphs.Comparator.Distance).
 	PerceptualDistance float64 `json:"perceptual_distance"`
 	SharpnessRatio     float64 `json:"sharpness_ratio"`
+	// GridRatio is the largest ratio of the reconstructions' power to the
+	// crops' over the bins of the spectrum where anything that repeats every
+	// 8 pixels lies (measure.GridRatio): the 8x8 code's cells showing
+	// through, or an up-convolution's checkerboard, raise it above 1.
+	GridRatio float64 `json:"grid_ratio"`
 }
+
+// gridPeriod is the pixels per code cell of the autoencoder and the VAE
+// (their code is size/8 square), where a grid would repeat.
+const gridPeriod = 8
 
 // The trained judges make deps imports, in order of preference.
 var trainedJudges = []string{"mobilenetv2", "inceptionv3"}
@@ -141,6 +150,7 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		res.SSIM += measure.SSIM(xi, yi, cfg.Size) / float64(opt.N)
 	}
 	res.SharpnessRatio = measure.Sharpness(y, opt.N, cfg.Size) / measure.Sharpness(x, opt.N, cfg.Size)
+	res.GridRatio = measure.GridRatio(x, y, opt.N, cfg.Size, gridPeriod)
 	for _, m := range []struct {
 		c   *graphs.Comparator
 		out *float64

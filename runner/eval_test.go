@@ -34,7 +34,7 @@ func TestEvaluateIsRepeatableAndFinite(t *testing.T) {
 	raw, _ := json.Marshal(a)
 	var keys map[string]any
 	json.Unmarshal(raw, &keys)
-	for _, k := range []string{"psnr", "ssim", "image_error_pct", "feature_error_pct", "feature_error_independent_pct", "sharpness_ratio"} {
+	for _, k := range []string{"psnr", "ssim", "image_error_pct", "feature_error_pct", "feature_error_independent_pct", "sharpness_ratio", "grid_ratio"} {
 		v, ok := keys[k].(float64)
 		if !ok || math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
 			t.Errorf("%s = %v", k, keys[k])

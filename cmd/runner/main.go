@@ -289,9 +289,9 @@ func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stder
 	}
 	fmt.Fprintf(stdout, "run: %s\ncrops: %d\ncomparator: %s\njudge: %s\npsnr: %.3f\nssim: %.4f\n"+
 		"image_error_pct: %.2f\nfeature_error_pct: %.2f\nfeature_error_independent_pct: %.2f\n"+
-		"perceptual_distance: %.4f\nsharpness_ratio: %.3f\n",
+		"perceptual_distance: %.4f\nsharpness_ratio: %.3f\ngrid_ratio: %.3f\n",
 		res.Run, res.N, res.Comparator, judge, res.PSNR, res.SSIM, res.ImageErrorPct, res.FeatureErrorPct,
-		res.FeatureErrorIndependentPct, res.PerceptualDistance, res.SharpnessRatio)
+		res.FeatureErrorIndependentPct, res.PerceptualDistance, res.SharpnessRatio, res.GridRatio)
 	return nil
 }
 

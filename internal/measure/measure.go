@@ -80,6 +80,67 @@ func Sharpness(x []float32, n, size int) float64 {
 	return s / float64(n*(size-1)*(size-1))
 }
 
+// GridSpectrum is the luminance's power in each bin of the spectrum's
+// lattice for a period: the bins at multiples of size/period cycles in
+// each direction, where anything that repeats every period pixels (a grid,
+// a checkerboard) puts its energy, summed over n square images of size x
+// size. Bin (u, v), u and v in [0, period), is entry u*period+v; DC is 0.
+// It is the 2-D DFT of the image's mean period x period tile, which by the
+// sampling theorem holds exactly those bins of the image's DFT (scaled by
+// the number of tiles). Tiles start at the origin; a remainder at the right
+// or bottom is left out.
+func GridSpectrum(x []float32, n, size, period int) []float64 {
+	power := make([]float64, period*period)
+	tiles := size / period
+	if tiles < 1 {
+		return power
+	}
+	tile := make([]float64, period*period)
+	for i := range n {
+		l := luma(x, i, size)
+		clear(tile)
+		for y := range tiles * period {
+			for xx := range tiles * period {
+				tile[(y%period)*period+xx%period] += l[y*size+xx] / float64(tiles*tiles)
+			}
+		}
+		for u := range period {
+			for v := range period {
+				if u == 0 && v == 0 {
+					continue
+				}
+				var re, im float64
+				for y := range period {
+					for xx := range period {
+						a := -2 * math.Pi * float64(u*y+v*xx) / float64(period)
+						re += tile[y*period+xx] * math.Cos(a)
+						im += tile[y*period+xx] * math.Sin(a)
+					}
+				}
+				power[u*period+v] += re*re + im*im
+			}
+		}
+	}
+	return power
+}
+
+// GridRatio compares n outputs y with their n inputs x on the lattice of a
+// period (GridSpectrum): the largest ratio, over the lattice's bins, of the
+// outputs' power to the inputs'. A grid or checkerboard that the inputs do
+// not have raises it in its own bins, however small its share of the whole
+// spectrum; blur lowers every bin. Bins where the inputs have no power are
+// left out.
+func GridRatio(x, y []float32, n, size, period int) float64 {
+	px, py := GridSpectrum(x, n, size, period), GridSpectrum(y, n, size, period)
+	var worst float64
+	for k := range px {
+		if px[k] > 0 {
+			worst = math.Max(worst, py[k]/px[k])
+		}
+	}
+	return worst
+}
+
 // SSIM is the structural similarity of two square images' luminance, with
 // the usual 11x11 Gaussian window (sigma 1.5) over the valid region.
 func SSIM(a, b []float32, size int) float64 {
