@@ -1,5 +1,5 @@
 # deepsim: two commands set up everything on a fresh Debian 12 machine with Go:
-#   make demo   train a small DeePSiM autoencoder on the default photos
+#   make demo   train a small DeePSiM autoencoder and its SE twin on the default photos
 #   make test   run the test suite
 # Both install what is missing first (make deps).
 
@@ -9,9 +9,9 @@ DEMO     ?= build/demo
 # Debian packages: the engine, Gloo's headers (data-parallel training), a
 # fast BLAS, libjpeg-turbo (JPEG decoded at the scale and region a crop
 # needs: TurboJPEG, and libjpeg's API for regions), the
-# default photos, and the headless browser the run-report test renders
-# with.
-DEB_PKGS := libtorch-dev libgloo-dev libopenblas0-openmp libturbojpeg0-dev libjpeg62-turbo-dev mate-backgrounds plasma-workspace-wallpapers chromium
+# default photos, the headless browser the run-report test renders
+# with, and jq, which the demo and the sweep read eval.json with.
+DEB_PKGS := libtorch-dev libgloo-dev libopenblas0-openmp libturbojpeg0-dev libjpeg62-turbo-dev mate-backgrounds plasma-workspace-wallpapers chromium jq
 # Photos the default demo trains on.
 PHOTOS   ?= /usr/share/backgrounds /usr/share/wallpapers
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# The demo: train a DeePSiM autoencoder on the default photos for a few
-# minutes, then reconstruct crops of photographs it never saw.
+# The demo: train a DeePSiM autoencoder and its SE twin (the same networks
+# with only the pixel loss) on the default photos, then reconstruct crops
+# of photographs neither saw, side by side, and print both runs' eval.json.
 #   scripts/demo.sh OUT_DIR PHOTO_DIR...
+# Environment: DEMO_STEPS (DeePSiM's steps), DEMO_SE_STEPS (SE's).
 set -euo pipefail
 out=$1; shift
 runner=${RUNNER:-bin/runner}
 steps=${DEMO_STEPS:-1500}
+se_steps=${DEMO_SE_STEPS:-$steps}
 
 rm -rf "$out"
 # Twelve photographs held back, whole (scripts/split-photos.sh).
 "$(dirname "$0")/split-photos.sh" "$out" "$@"
 
-"$runner" train --task autoencoder --data "$out/train" --heldout "$out/heldout" --out "$out/run" \
-	--steps "$steps" --batch 16 --size 64 --seed 1 --upsample resize --checkpoint-every 250
+common=(--task autoencoder --data "$out/train" --heldout "$out/heldout" --batch 16 --size 64 --seed 1 --upsample resize)
+"$runner" train "${common[@]}" --out "$out/run" --steps "$steps" --checkpoint-every 250
+"$runner" train "${common[@]}" --out "$out/se" --steps "$se_steps" --checkpoint-every 250 \
+	--lambda-feat 0 --lambda-adv 0 --lambda-img 1
 "$runner" crops --data "$out/heldout" --out "$out/heldout-crops" --n 8 --size 128 --seed 1
 "$runner" reconstruct --run "$out/run" --out "$out/reconstructions" "$out/heldout-crops"
+"$runner" reconstruct --run "$out/se" --out "$out/reconstructions-se" "$out/heldout-crops"
+# Rows: the held-back crops, SE's reconstructions, DeePSiM's.
+go run ./scripts/montage -out "$out/compare.png" "$out/heldout-crops" "$out/reconstructions-se" "$out/reconstructions"
 
 echo
+echo "held-back crops, judged by $(jq -r .judge "$out/run/eval.json") (a network neither run trained with):"
+{
+	echo "run steps psnr ssim sharpness_ratio perceptual_distance grid_ratio"
+	for r in se run; do
+		name=$([ $r = se ] && echo SE || echo DeePSiM)
+		jq -r --arg n "$name" --argjson s "$(jq .steps "$out/$r/config.json")" \
+			'[$n, $s, (.psnr*100|round/100), (.ssim*1000|round/1000), (.sharpness_ratio*1000|round/1000), (.perceptual_distance*1000|round/1000), (.grid_ratio*100|round/100)] | @tsv' \
+			"$out/$r/eval.json"
+	done
+} | column -t
+echo
 echo "demo done."
-echo "  run folder:      $out/run (config.json, metrics.jsonl, checkpoint.pt, eval.json)"
-echo "  run report:      $out/run/report.html"
-echo "  reconstructions: $out/reconstructions"
-echo "  grid (input | reconstruction): $out/reconstructions/grid.png"
+echo "  runs:            $out/run (DeePSiM), $out/se (SE): config.json, metrics.jsonl, checkpoint.pt, eval.json, report.html"
+echo "  side by side:    $out/compare.png (rows: held-back crops | SE | DeePSiM)"
+echo "  reconstructions: $out/reconstructions (grid.png: input | DeePSiM), $out/reconstructions-se"
