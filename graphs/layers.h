@@ -20,8 +20,12 @@ inline nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1,
       nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
 }
 
+// In place: each follows a layer whose output nothing else reads, and with
+// a positive slope autograd takes the backward from the output. A fresh
+// tensor per activation would cost an allocation, its page faults and a
+// pass over memory.
 inline nn::LeakyReLU leaky() {
-  return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(kLeak));
+  return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(kLeak).inplace(true));
 }
 
 inline nn::MaxPool2d maxpool(int64_t k, int64_t s) {

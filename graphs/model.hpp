@@ -221,6 +221,13 @@ torch::Tensor judge(ds_model& m, const torch::Tensor& img, const torch::Tensor& 
   return m.cdisc ? m.cdisc->forward(img, cond) : m.disc->forward(img);
 }
 
+// D's logits for real images and for fake ones, in one pass.
+std::pair<torch::Tensor, torch::Tensor> judge_pair(ds_model& m, const torch::Tensor& real,
+                                                   const torch::Tensor& fake,
+                                                   const torch::Tensor& cond) {
+  return m.cdisc ? m.cdisc->forward_pair(real, fake, cond) : m.disc->forward_pair(real, fake);
+}
+
 torch::nn::Module& discriminator(ds_model& m) {
   if (m.cdisc) return *m.cdisc;
   return *m.disc;
@@ -294,8 +301,7 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
   const bool update_d = adversarial && m.train_d;
   const bool update_g = m.train_g;
   if (adversarial) {
-    auto real = judge(m, x, g.cond);
-    auto fake = judge(m, y.detach(), g.cond);
+    auto [real, fake] = judge_pair(m, x, y.detach(), g.cond);
     l_discr = F::binary_cross_entropy_with_logits(real, torch::ones_like(real)) +
               F::binary_cross_entropy_with_logits(fake, torch::zeros_like(fake));
     autocast.reset();  // backward passes run outside autocast
@@ -527,9 +533,11 @@ void keep_freed_activations() {
 
 // glibc keeps the memory of freed activations in fragmented arenas and the
 // resident set creeps up step after step; handing free pages back now and
-// then keeps it flat at a small cost.
+// then keeps it flat. Not often: the steps after a trim fault those pages
+// in again (every 16 steps, half the page faults of a 200-step run and 5%
+// of its speed).
 void trim_now_and_then(ds_model& m) {
-  if (++m.steps_since_trim >= 16) {
+  if (++m.steps_since_trim >= 256) {
     malloc_trim(0);
     m.steps_since_trim = 0;
   }

@@ -310,6 +310,16 @@ struct DiscriminatorImpl : nn::Module {
     if (patch) return features->forward(x).squeeze(1);
     return classifier->forward(features->forward(x)).squeeze(1);
   }
+
+  // The logits of two batches, real and fake: the same as two forwards,
+  // with the convolutions run once on both, where a batch twice the size
+  // uses the cores better. The classifier still runs on each in turn, so
+  // dropout draws its masks as two forwards would.
+  std::pair<torch::Tensor, torch::Tensor> forward_pair(torch::Tensor real, torch::Tensor fake) {
+    auto h = features->forward(torch::cat({real, fake})).split(real.size(0));
+    if (patch) return {h[0].squeeze(1), h[1].squeeze(1)};
+    return {classifier->forward(h[0]).squeeze(1), classifier->forward(h[1]).squeeze(1)};
+  }
 };
 TORCH_MODULE(Discriminator);
 
@@ -336,6 +346,16 @@ struct ConditionalDiscriminatorImpl : nn::Module {
   torch::Tensor forward(torch::Tensor x, torch::Tensor f) {
     auto joined = torch::cat({features->forward(x), embed->forward(f)}, 1);
     return classifier->forward(joined).squeeze(1);
+  }
+
+  // As Discriminator's: two batches that share the features f, each
+  // convolution and the embedding run once.
+  std::pair<torch::Tensor, torch::Tensor> forward_pair(torch::Tensor real, torch::Tensor fake,
+                                                       torch::Tensor f) {
+    auto h = features->forward(torch::cat({real, fake})).split(real.size(0));
+    auto e = embed->forward(f);
+    return {classifier->forward(torch::cat({h[0], e}, 1)).squeeze(1),
+            classifier->forward(torch::cat({h[1], e}, 1)).squeeze(1)};
   }
 };
 TORCH_MODULE(ConditionalDiscriminator);
