@@ -7,7 +7,9 @@ runner's BenchmarkPeer drives it, in each of its formulations:
                 the step as users write it
     subpixel    each up-convolution as one 2x2 convolution to 4x channels
                 and an interleave of the four phases (the same function),
-                NCHW, float32: the fastest known eager formulation
+                D's convolutions run once on the real and the fake batch
+                together, and leaky ReLU in place, NCHW, float32: the
+                fastest known eager formulation
     subpixel-cl the same in channels-last
     subpixel-bf16 the same under bfloat16 autocast, in the layout that
                 is faster (--layout)
@@ -49,8 +51,8 @@ def conv(i, o, k, stride=1, pad=None):
     return nn.Conv2d(i, o, k, stride=stride, padding=k // 2 if pad is None else pad)
 
 
-def leaky():
-    return nn.LeakyReLU(LEAK)
+def leaky(inplace=False):
+    return nn.LeakyReLU(LEAK, inplace=inplace)
 
 
 def stages(size):
@@ -61,11 +63,11 @@ def stages(size):
 
 
 class Encoder(nn.Module):
-    def __init__(self, size, code):
+    def __init__(self, size, code, inplace=False):
         super().__init__()
         layers, i, ch = [], 3, 32
         for _ in range(stages(size)):
-            layers += [conv(i, ch, 4, 2, 1), leaky(), conv(ch, ch, 3), leaky()]
+            layers += [conv(i, ch, 4, 2, 1), leaky(inplace), conv(ch, ch, 3), leaky(inplace)]
             i, ch = ch, min(ch * 2, 256)
         layers.append(conv(i, code, 3))
         self.body = nn.Sequential(*layers)
@@ -96,15 +98,15 @@ class SubPixelUp(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, size, code, up=None):
+    def __init__(self, size, code, up=None, inplace=False):
         super().__init__()
         n = stages(size)
         ch = min(32 << n, 512)
-        layers = [conv(code, ch, 3), leaky()]
+        layers = [conv(code, ch, 3), leaky(inplace)]
         for _ in range(n):
             out = max(ch // 2, 32)
             upconv = up(ch, out) if up else nn.ConvTranspose2d(ch, out, 4, stride=2, padding=1)
-            layers += [upconv, leaky(), conv(out, out, 3), leaky()]
+            layers += [upconv, leaky(inplace), conv(out, out, 3), leaky(inplace)]
             ch = out
         layers.append(conv(ch, 3, 3))
         self.body = nn.Sequential(*layers)
@@ -114,17 +116,23 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, size):
+    def __init__(self, size, inplace=False):
         super().__init__()
         s1 = max(1, min(size // 16, 4))
-        self.features = nn.Sequential(conv(3, 32, 7, s1), leaky(), conv(32, 64, 5), leaky(),
-                                      conv(64, 128, 3, 2), leaky(), conv(128, 256, 3), leaky(),
-                                      conv(256, 256, 3, 2), leaky(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(256, 256), leaky(),
+        act = lambda: leaky(inplace)  # noqa: E731
+        self.features = nn.Sequential(conv(3, 32, 7, s1), act(), conv(32, 64, 5), act(),
+                                      conv(64, 128, 3, 2), act(), conv(128, 256, 3), act(),
+                                      conv(256, 256, 3, 2), act(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(256, 256), act(),
                                         nn.Dropout(0.5), nn.Linear(256, 1))
 
     def forward(self, x):
         return self.classifier(self.features(x)).squeeze(1)
+
+    def forward_pair(self, real, fake):
+        """Two forwards, the convolutions run once on both batches."""
+        h = self.features(torch.cat([real, fake])).split(real.shape[0])
+        return self.classifier(h[0]).squeeze(1), self.classifier(h[1]).squeeze(1)
 
 
 def exemplar_conv2(path):
@@ -141,7 +149,10 @@ def exemplar_conv2(path):
 class DeePSiM:
     def __init__(self, comparator, w_feat=1.0, w_adv=0.01, w_img=1.0, form="transposed", layout="nchw", bf16=False):
         up = SubPixelUp if form == "subpixel" else None
-        self.E, self.G, self.D = Encoder(SIZE, CODE), Generator(SIZE, CODE, up), Discriminator(SIZE)
+        # The fastest formulations also run D once on real and fake together,
+        # and apply leaky ReLU in place.
+        fast = self.paired = form == "subpixel"
+        self.E, self.G, self.D = Encoder(SIZE, CODE, fast), Generator(SIZE, CODE, up, fast), Discriminator(SIZE, fast)
         self.fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
         self.bf16 = bf16
         self.C = comparator
@@ -181,7 +192,7 @@ class DeePSiM:
         update_d, update_g = adversarial and self.train_d, self.train_g
         if adversarial:
             with self.autocast():
-                real, fake = self.D(x), self.D(y.detach())
+                real, fake = self.D.forward_pair(x, y.detach()) if self.paired else (self.D(x), self.D(y.detach()))
                 l_discr = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
                            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
             if update_d:
@@ -272,19 +283,22 @@ def peak_mode(args):
     """oneDNN's fastest forward 3x3 convolution over the step's widths."""
     torch.set_num_threads(args.threads)
     best = (0.0, "")
+    # Three rounds of 1 s a shape: the best is the machine's, and a shared
+    # machine's neighbours only ever lower a sample.
     with torch.no_grad():
-        for n, c, side in ((16, 64, 32), (16, 128, 16), (16, 256, 8), (16, 32, 64)):
-            for name, fmt in (("nchw", torch.contiguous_format), ("channels-last", torch.channels_last)):
-                x = torch.randn(n, c, side, side).contiguous(memory_format=fmt)
-                w = torch.randn(c, c, 3, 3).contiguous(memory_format=fmt)
-                for _ in range(3):
-                    F.conv2d(x, w, padding=1)
-                reps, start = 0, time.perf_counter()
-                while time.perf_counter() - start < 0.5:
-                    F.conv2d(x, w, padding=1)
-                    reps += 1
-                rate = reps * conv_flops(x.shape, w.shape, x.shape) / (time.perf_counter() - start) / 1e9
-                best = max(best, (rate, f"{n}x{c}x{side}x{side} {name}"))
+        for _ in range(3):
+            for n, c, side in ((16, 64, 32), (16, 128, 16), (16, 256, 8), (16, 32, 64)):
+                for name, fmt in (("nchw", torch.contiguous_format), ("channels-last", torch.channels_last)):
+                    x = torch.randn(n, c, side, side).contiguous(memory_format=fmt)
+                    w = torch.randn(c, c, 3, 3).contiguous(memory_format=fmt)
+                    for _ in range(3):
+                        F.conv2d(x, w, padding=1)
+                    reps, start = 0, time.perf_counter()
+                    while time.perf_counter() - start < 1.0:
+                        F.conv2d(x, w, padding=1)
+                        reps += 1
+                    rate = reps * conv_flops(x.shape, w.shape, x.shape) / (time.perf_counter() - start) / 1e9
+                    best = max(best, (rate, f"{n}x{c}x{side}x{side} {name}"))
     print(best[0], best[1])
 
 
