@@ -28,6 +28,14 @@ configs=(
 	"adaptive-patch|--adv-weight adaptive --lambda-adv 0.8 --discriminator patch"
 	"adaptive-warm-lrd4|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --lr-d 0.0008"
 	"adaptive-warm-patch-lrd4|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --lr-d 0.0008 --discriminator patch"
+	"img0.3|--lambda-img 0.3"
+	"img0.1|--lambda-img 0.1"
+	"adaptive-warm-adv1.6|--adv-weight adaptive --lambda-adv 1.6 --d-warmup 300"
+	"adaptive-warm-img0.3|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --lambda-img 0.3"
+	"deconv|--upsample deconv"
+	"se-deconv|--lambda-feat 0 --lambda-adv 0 --lambda-img 1 --upsample deconv"
+	"adaptive-warm-deconv|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --upsample deconv"
+	"exemplar|--comparator exemplar:conv2"
 	"taps|--comparator mobilenetv2"
 	"deep|--comparator mobilenetv2:block_6_expand_relu"
 )
@@ -35,7 +43,7 @@ configs=(
 mkdir -p "$out"
 [ -d "$out/split/train" ] || "$(dirname "$0")/split-photos.sh" "$out/split" $photos
 table=$out/sweep.tsv
-[ -f "$table" ] || printf 'run\tseed\tsteps\tpsnr\tssim\tsharpness\tperceptual_inceptionv3\tperceptual_mobilenetv2\tfeature_error_pct\tflags\n' >"$table"
+[ -f "$table" ] || printf 'run\tseed\tsteps\tpsnr\tssim\tsharpness\tperceptual_inceptionv3\tperceptual_mobilenetv2\tfeature_error_pct\tgrid_ratio\tflags\n' >"$table"
 
 want=" $* "
 for c in "${configs[@]}"; do
@@ -50,7 +58,7 @@ for c in "${configs[@]}"; do
 		--checkpoint-every 500 --log-every 10 $flags >"$run.log" 2>&1
 	inc=$("$runner" eval --run "$run" --data "$out/split/heldout" --n 256 --json --judge inceptionv3 2>>"$run.log")
 	mob=$("$runner" eval --run "$run" --data "$out/split/heldout" --n 256 --json --judge mobilenetv2 2>>"$run.log")
-	row=$(jq -r --argjson m "$mob" '[.psnr, .ssim, .sharpness_ratio, .perceptual_distance, $m.perceptual_distance, .feature_error_pct] | map(if type == "number" then (. * 1000 | round / 1000) else . end) | @tsv' <<<"$inc")
+	row=$(jq -r --argjson m "$mob" '[.psnr, .ssim, .sharpness_ratio, .perceptual_distance, $m.perceptual_distance, .feature_error_pct, .grid_ratio] | map(if type == "number" then (. * 1000 | round / 1000) else . end) | @tsv' <<<"$inc")
 	printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$seed" "$steps" "$row" "$flags" >>"$table"
 	echo "sweep: $name done: $row"
 done
