@@ -305,6 +305,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--lr %g: must be above 0 and at most 1", c.LR)
 	case math.IsNaN(c.LRD) || c.LRD < 0 || c.LRD > 1:
 		return fmt.Errorf("--lr-d %g: must be between 0 (--lr) and 1", c.LRD)
+	case math.IsNaN(c.WeightDecay) || c.WeightDecay < 0 || c.WeightDecay > 1:
+		return fmt.Errorf("--weight-decay %g: must be between 0 and 1", c.WeightDecay)
+	case math.IsNaN(c.Beta1) || c.Beta1 < 0 || c.Beta1 >= 1:
+		return fmt.Errorf("--beta1 %g: must be at least 0 and below 1", c.Beta1)
+	case math.IsNaN(c.Beta2) || c.Beta2 < 0 || c.Beta2 >= 1:
+		return fmt.Errorf("--beta2 %g: must be at least 0 and below 1", c.Beta2)
 	case c.Batch < 1:
 		return fmt.Errorf("--batch %d: must be at least 1", c.Batch)
 	case c.Steps < 1:

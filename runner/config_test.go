@@ -93,6 +93,9 @@ func TestValidate(t *testing.T) {
 		{"D's own learning rate", func(c *Config) { c.LRD = 8e-4 }, ""},
 		{"NaN D learning rate", func(c *Config) { c.LRD = math.NaN() }, "--lr-d NaN"},
 		{"negative D learning rate", func(c *Config) { c.LRD = -1 }, "--lr-d -1"},
+		{"negative weight decay", func(c *Config) { c.WeightDecay = -1e-4 }, "--weight-decay -0.0001"},
+		{"beta1 of 1", func(c *Config) { c.Beta1 = 1 }, "--beta1 1"},
+		{"NaN beta2", func(c *Config) { c.Beta2 = math.NaN() }, "--beta2 NaN"},
 		{"patch discriminator", func(c *Config) { c.Discriminator = DiscriminatorPatch }, ""},
 		{"unknown discriminator", func(c *Config) { c.Discriminator = "pixel" }, "--discriminator"},
 		{"patch discriminator for an inversion", func(c *Config) {

@@ -78,6 +78,9 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	}
 	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate")
 	fs.Float64Var(&cfg.LRD, "lr-d", cfg.LRD, "D's Adam learning rate (0: --lr); a D that learns faster than G, as in TTUR")
+	fs.Float64Var(&cfg.Beta1, "beta1", cfg.Beta1, "Adam's first-moment decay, G's and D's (GANs often use 0.5)")
+	fs.Float64Var(&cfg.Beta2, "beta2", cfg.Beta2, "Adam's second-moment decay, G's and D's")
+	fs.Float64Var(&cfg.WeightDecay, "weight-decay", cfg.WeightDecay, "L2 weight decay, added to G's and D's gradients as the paper's Caffe did")
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for initialisation and data order")
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch threads (0: one per core)")
 	fs.IntVar(&cfg.CacheMB, "cache-mb", cfg.CacheMB, "MiB of decoded images kept for reuse when the whole set fits (0: none; the default photos fit in the default)")
