@@ -244,11 +244,21 @@ torch::Tensor output_weight(ds_model& m) {
 // ||grad L_rec|| / ||grad L_adv|| at G's output layer, so that the
 // adversarial term pulls on G as hard as the reconstruction does, whatever
 // the terms' scales. In a group the gradients are the global batch's.
-double adaptive_weight(ds_model& m, double w_adv, const torch::Tensor& rec,
-                       const torch::Tensor& adv) {
+// Each term is taken back to G's output y once: the output layer's
+// gradients follow from those, and so does G's whole step (Adaptive::gy),
+// so the comparator's and D's backward passes do not run twice.
+struct Adaptive {
+  double weight;
+  torch::Tensor gy;  // d(rec + weight * adv) / dy
+};
+
+Adaptive adaptive_weight(ds_model& m, double w_adv, const torch::Tensor& y,
+                         const torch::Tensor& rec, const torch::Tensor& adv) {
+  auto gy_rec = torch::autograd::grad({rec}, {y}, {}, /*retain_graph=*/true)[0];
+  auto gy_adv = torch::autograd::grad({adv}, {y}, {}, /*retain_graph=*/true)[0];
   auto last = output_weight(m);
-  auto g_rec = torch::autograd::grad({rec}, {last}, {}, /*retain_graph=*/true)[0];
-  auto g_adv = torch::autograd::grad({adv}, {last}, {}, /*retain_graph=*/true)[0];
+  auto g_rec = torch::autograd::grad({y}, {last}, {gy_rec}, /*retain_graph=*/true)[0];
+  auto g_adv = torch::autograd::grad({y}, {last}, {gy_adv}, /*retain_graph=*/true)[0];
   auto both = torch::cat({g_rec.flatten(), g_adv.flatten()}).to(torch::kFloat64).contiguous();
   if (m.group) {
     std::vector<double> v(both.data_ptr<double>(), both.data_ptr<double>() + both.numel());
@@ -258,7 +268,8 @@ double adaptive_weight(ds_model& m, double w_adv, const torch::Tensor& rec,
   const int64_t n = g_rec.numel();
   const double r = both.slice(0, 0, n).norm().item<double>(),
                a = both.slice(0, n).norm().item<double>();
-  return w_adv * std::clamp(r / (a + 1e-4), 0.0, 1e4);
+  const double w = w_adv * std::clamp(r / (a + 1e-4), 0.0, 1e4);
+  return {w, gy_rec + w * gy_adv};
 }
 
 // One DeePSiM step on what the generator made of x: G (and E) learn from
@@ -318,9 +329,17 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     autocast.reset();
     // Adaptive: the weight of a step where G does not learn is moot, and
     // logged as 0.
-    if (m.cfg.adv_adaptive)
-      adv_weight = update_g && rec.requires_grad() ? adaptive_weight(m, w_adv, rec, l_adv) : 0;
-    g_loss = g_loss + adv_weight * l_adv;
+    if (m.cfg.adv_adaptive && update_g && rec.requires_grad()) {
+      check_finite_loss("generator's weighted loss", g_loss + l_adv);
+      auto a = adaptive_weight(m, w_adv, y, rec, l_adv);
+      adv_weight = a.weight;
+      // The same gradients as g_loss + weight * l_adv, from y down.
+      g_loss = g.loss + (y * a.gy.detach()).sum();
+    } else if (m.cfg.adv_adaptive) {
+      adv_weight = 0;
+    } else {
+      g_loss = g_loss + adv_weight * l_adv;
+    }
   }
   autocast.reset();
 

@@ -162,6 +162,48 @@ func TestAdaptiveAdversarialWeight(t *testing.T) {
 	}
 }
 
+// G's step with the adaptive weight is the step a fixed weight of the
+// same value takes: two float64 models from the same seed, one adaptive
+// and one fixed at the adaptive one's logged weight, reconstruct alike
+// after a first step, and differently from a fixed weight half as large.
+func TestAdaptiveStepIsFixedStepAtItsWeight(t *testing.T) {
+	x := randomBatch(1, 2, 32)
+	after := func(adaptive bool, adv float64) ([]float32, float64) {
+		cfg := testConfig()
+		cfg.Weights = map[string]float64{"feat": 1, "adv": adv, "img": 1}
+		cfg.AdaptiveAdv = adaptive
+		cfg.Precision = Float64
+		m := newModel(t, cfg)
+		l, err := m.TrainStep(Step{Batch: x, N: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := m.Reconstruct(x, 2, 32, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return y, l.Get("adv_weight")
+	}
+	maxDiff := func(a, b []float32) float64 {
+		d := 0.0
+		for i := range a {
+			d = max(d, math.Abs(float64(a[i]-b[i])))
+		}
+		return d
+	}
+	ya, w := after(true, 0.8)
+	if !(w > 0) {
+		t.Fatalf("adv_weight %v", w)
+	}
+	yf, _ := after(false, w)
+	yh, _ := after(false, w/2)
+	same, other := maxDiff(ya, yf), maxDiff(ya, yh)
+	t.Logf("adv_weight %v: %.3g from the fixed step at it, %.3g from half", w, same, other)
+	if !(other > 0) || same > 1e-3*other {
+		t.Fatalf("adaptive against fixed at its weight %v: %.3g apart; against half that weight %.3g", w, same, other)
+	}
+}
+
 // The patch discriminator is another network (fewer weights at any size),
 // judges a map of patches, and trains.
 func TestPatchDiscriminator(t *testing.T) {
