@@ -190,6 +190,10 @@ typedef struct {
   double beta1;
   double beta2;
   double weight_decay;
+  /* Autoencoder, VAE and inversion: the decay of an exponential moving
+   * average of E's and G's weights, which reconstructions, codes and
+   * samples then use; 0: none. */
+  double ema;
   int64_t seed;
 } ds_config;
 

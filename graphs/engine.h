@@ -126,6 +126,10 @@ struct ds_model {
   deepsim::FeatureNet net{nullptr};
   // opt_g trains E and G (or the Exemplar-CNN), opt_d trains D.
   std::unique_ptr<torch::optim::Adam> opt_g, opt_d;
+  // With cfg.ema, the moving average of opt_g's parameters, in g_params'
+  // order, and how many of G's steps it has averaged.
+  std::vector<torch::Tensor> ema;
+  int64_t ema_updates = 0;
 
   // The task's step.
   void (*step)(ds_model& m, const torch::Tensor& x, const ds_step_input& in,

@@ -86,7 +86,10 @@ type Config struct {
 	LRD          float64 // D's learning rate; 0: LR
 	Beta1, Beta2 float64
 	WeightDecay  float64
-	Seed         int64
+	// EMA is the decay of a moving average of E's and G's weights, which
+	// Reconstruct, Encode, Decode and Invert then use; 0: none.
+	EMA  float64
+	Seed int64
 }
 
 // Term is one named value a training step measured: a loss term before
@@ -148,6 +151,7 @@ func NewModel(cfg Config, comp, target *Comparator) (*Model, error) {
 		beta1:               C.double(cfg.Beta1),
 		beta2:               C.double(cfg.Beta2),
 		weight_decay:        C.double(cfg.WeightDecay),
+		ema:                 C.double(cfg.EMA),
 		seed:                C.int64_t(cfg.Seed),
 	}
 	if len(cfg.Weights) > C.DS_MAX_TERMS {

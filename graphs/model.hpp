@@ -54,6 +54,15 @@ Named g_params(ds_model& m) {
   return out;
 }
 
+// The moving average's tensors, by checkpoint name ("ema." and G's).
+Named ema_params(ds_model& m) {
+  Named out;
+  if (m.ema.empty()) return out;
+  auto g = g_params(m);
+  for (size_t i = 0; i < g.size(); i++) out.emplace_back("ema." + g[i].first, m.ema[i]);
+  return out;
+}
+
 Named d_params(ds_model& m) {
   if (m.cdisc) return named("discriminator.", *m.cdisc);
   if (!m.disc) return {};
@@ -155,6 +164,42 @@ void learn(ds_model& m, const torch::Tensor& loss, const char* loss_name,
   opt.step();
   check_finite_params(params(m));
 }
+
+// The moving average of G's (and E's) weights after one of G's steps. Its
+// decay ramps up as (1 + t) / (10 + t) over the first updates t, as in
+// TensorFlow's ExponentialMovingAverage, so that the initial weights do not
+// linger in a short run.
+void update_ema(ds_model& m) {
+  if (m.ema.empty()) return;
+  torch::NoGradGuard no_grad;
+  const double t = static_cast<double>(m.ema_updates++);
+  const double d = std::min(m.cfg.ema, (1 + t) / (10 + t));
+  at::_foreach_mul_(m.ema, d);
+  at::_foreach_add_(m.ema, tensors(g_params(m)), 1 - d);
+}
+
+// For its scope, G and E hold the averaged weights where the run keeps
+// them: inference uses those. Swapping the tensors' data copies nothing.
+class AveragedWeights {
+ public:
+  explicit AveragedWeights(ds_model& m) : m_(m) { swap(); }
+  ~AveragedWeights() { swap(); }
+  AveragedWeights(const AveragedWeights&) = delete;
+  AveragedWeights& operator=(const AveragedWeights&) = delete;
+
+ private:
+  void swap() {
+    if (m_.ema.empty()) return;
+    torch::NoGradGuard no_grad;
+    auto params = g_params(m_);
+    for (size_t i = 0; i < params.size(); i++) {
+      auto live = params[i].second.data();
+      params[i].second.set_data(m_.ema[i]);
+      m_.ema[i] = live;
+    }
+  }
+  ds_model& m_;
+};
 
 // Appends a named value to what a step logs.
 void log_term(ds_step_log* out, const char* name, double value) {
@@ -344,8 +389,10 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
   autocast.reset();
 
   // The generator's step.
-  if (update_g && g_loss.requires_grad())
+  if (update_g && g_loss.requires_grad()) {
     learn(m, g_loss, "generator's weighted loss", "generator's gradients", *m.opt_g, g_params);
+    update_ema(m);
+  }
 
   // What the step logs, by name.
   std::vector<std::pair<const char*, torch::Tensor>> logged = {
@@ -606,6 +653,13 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* ta
       throw std::invalid_argument("unknown task " + std::to_string(cfg.task));
   }
   m->opt_g = adam(cfg, tensors(g_params(*m)), cfg.lr);
+  if (std::isnan(cfg.ema) || cfg.ema < 0 || cfg.ema >= 1)
+    throw std::invalid_argument("ema " + std::to_string(cfg.ema) + " is not in [0, 1)");
+  if (cfg.ema > 0) {
+    if (m->net) throw std::invalid_argument("a moving average of weights is for generators");
+    torch::NoGradGuard no_grad;
+    for (const auto& p : g_params(*m)) m->ema.push_back(p.second.detach().clone());
+  }
   return m.release();
 }
 
@@ -643,12 +697,14 @@ void reconstruct(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
                                   std::to_string(h) + "x" + std::to_string(w));
     m.inv->eval();
     torch::NoGradGuard no_grad;
+    AveragedWeights averaged(m);
     auto f = target_features(m, images(m, x, n, h, w));
     copy_out(m.inv->forward(f).clamp(-1, 1), out);
     return;
   }
   prepare_inference(m, h, w);
   torch::NoGradGuard no_grad;
+  AveragedWeights averaged(m);
   auto code = encode_x(m, images(m, x, n, h, w)).first;
   copy_out(m.gen->forward(code).clamp(-1, 1), out);
 }
@@ -657,6 +713,7 @@ void encode(ds_model& m, const float* x, int64_t n, int64_t h, int64_t w,
             float* out) {
   prepare_inference(m, h, w);
   torch::NoGradGuard no_grad;
+  AveragedWeights averaged(m);
   copy_out(encode_x(m, images(m, x, n, h, w)).first, out);
 }
 
@@ -668,6 +725,7 @@ void decode(ds_model& m, const float* z_data, int64_t n, int64_t zh, int64_t zw,
   auto z = torch::from_blob(const_cast<float*>(z_data),
                             {n, m.cfg.code_channels, zh, zw}, torch::kFloat32)
                .to(m.device, dtype(m));
+  AveragedWeights averaged(m);
   copy_out(m.gen->forward(z).clamp(-1, 1), out);
 }
 
@@ -684,6 +742,7 @@ void invert(ds_model& m, const float* f, int64_t n, float* out) {
   const auto& s = m.feature_shape;
   auto t = torch::from_blob(const_cast<float*>(f), {n, s[0], s[1], s[2]}, torch::kFloat32)
                .to(m.device, dtype(m));
+  AveragedWeights averaged(m);
   copy_out(m.inv->forward(t).clamp(-1, 1), out);
 }
 
@@ -693,6 +752,8 @@ std::vector<char> save_model(ds_model& m, int64_t step) {
   for (const auto& [name, t] : d_params(m)) dict.insert(name, t.detach().cpu().contiguous());
   put_adam(dict, "optim_g.", *m.opt_g, g_params(m));
   if (m.opt_d) put_adam(dict, "optim_d.", *m.opt_d, d_params(m));
+  for (const auto& [name, t] : ema_params(m)) dict.insert(name, t.detach().cpu().contiguous());
+  if (!m.ema.empty()) dict.insert("meta.ema_updates", torch::tensor(m.ema_updates, torch::kInt64));
   dict.insert("meta.step", torch::tensor(step, torch::kInt64));
   dict.insert("meta.train_d", torch::tensor(int64_t{m.train_d}, torch::kInt64));
   dict.insert("meta.train_g", torch::tensor(int64_t{m.train_g}, torch::kInt64));
@@ -708,6 +769,10 @@ int64_t load_model(ds_model& m, const char* buf, int64_t len) {
   load_params(dict, d_params(m));
   load_adam(dict, "optim_g.", *m.opt_g, g_params(m), m.device);
   if (m.opt_d) load_adam(dict, "optim_d.", *m.opt_d, d_params(m), m.device);
+  if (!m.ema.empty()) {
+    load_params(dict, ema_params(m));
+    m.ema_updates = lookup(dict, "meta.ema_updates").item<int64_t>();
+  }
   m.train_d = lookup(dict, "meta.train_d").item<int64_t>() != 0;
   m.train_g = lookup(dict, "meta.train_g").item<int64_t>() != 0;
   if (m.cfg.task == DS_TASK_VAE) m.noise.set_state(lookup(dict, "meta.noise_rng"));

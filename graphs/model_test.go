@@ -1,6 +1,8 @@
 package graphs
 
 import (
+	"bytes"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -8,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/deepsim/deepsim/internal/hostile"
+	"github.com/deepsim/deepsim/internal/torchfile"
 )
 
 func testConfig() Config {
@@ -500,6 +503,106 @@ func TestLayoutsComputeTheSameSteps(t *testing.T) {
 		b := losses[NCHW][i]
 		if math.Abs(a-b) > 1e-4*math.Abs(b) {
 			t.Fatalf("loss %d: %.7g in channels-last, %.7g in NCHW", i, a, b)
+		}
+	}
+}
+
+// checkpointFloats is a model's checkpoint as its float tensors, by name.
+func checkpointFloats(t *testing.T, m *Model) map[string][]float64 {
+	t.Helper()
+	b, err := m.Save(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := torchfile.Floats(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// The moving average follows ema = d*ema + (1-d)*w after each of G's
+// steps, d = min(decay, (1+t)/(10+t)); training never sees it, checkpoints
+// keep it, and reconstructions use it.
+func TestMovingAverageOfWeights(t *testing.T) {
+	cfg := testConfig()
+	cfg.Weights["adv"] = 0 // G learns on every step
+	cfg.EMA = 0.2          // the ramp's 0.1 and 0.18, then the decay
+	m, twin := newModel(t, cfg), newModel(t, cfg)
+	x := randomBatch(4, 1, 32)
+	prev := checkpointFloats(t, m)
+	n := 0
+	for name := range prev {
+		if strings.HasPrefix(name, "ema.") {
+			n++
+			if !slices.Equal(prev[name], prev[strings.TrimPrefix(name, "ema.")]) {
+				t.Fatalf("%s does not start at the initial weights", name)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("the checkpoint keeps no averaged weights")
+	}
+	for step := range 3 {
+		batch := randomBatch(uint64(10+step), 2, 32)
+		for _, mm := range []*Model{m, twin} {
+			if _, err := mm.TrainStep(Step{Batch: batch, N: 2}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := m.Reconstruct(x, 1, 32, 32); err != nil { // the twin never infers
+			t.Fatal(err)
+		}
+		d := min(cfg.EMA, float64(1+step)/float64(10+step))
+		cur := checkpointFloats(t, m)
+		for name, e := range cur {
+			live, ok := strings.CutPrefix(name, "ema.")
+			if !ok {
+				continue
+			}
+			w, old := cur[live], prev[name]
+			for i := range e {
+				want := d*old[i] + (1-d)*w[i]
+				if math.Abs(e[i]-want) > 1e-6*(1+math.Abs(want)) {
+					t.Fatalf("step %d: %s[%d] = %g, want %g*%g + %g*%g", step, name, i, e[i], d, old[i], 1-d, w[i])
+				}
+			}
+		}
+		prev = cur
+	}
+	if !maps.EqualFunc(prev, checkpointFloats(t, twin), slices.Equal) {
+		t.Fatal("reconstructing in between changed what training does")
+	}
+
+	state, err := m.Save(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	averaged, err := m.Reconstruct(x, 1, 32, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := cfg
+	plain.EMA = 0
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		same bool
+	}{
+		{"without a moving average", plain, false},
+		{"with one", cfg, true},
+	} {
+		tc.cfg.Seed = 7
+		fresh := newModel(t, tc.cfg)
+		if _, err := fresh.Load(state); err != nil {
+			t.Fatal(err)
+		}
+		got, err := fresh.Reconstruct(x, 1, 32, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(got, averaged) != tc.same {
+			t.Errorf("loaded %s: reconstruction equal to the averaged one is %v, want %v", tc.name, !tc.same, tc.same)
 		}
 	}
 }

@@ -100,6 +100,10 @@ type Config struct {
 	Beta1       float64 `json:"beta1"`
 	Beta2       float64 `json:"beta2"`
 	WeightDecay float64 `json:"weight_decay"`
+	// EMA is the decay of a moving average of E's and G's weights, which
+	// reconstructions, codes and samples use (0: none, the live weights);
+	// runs made before the setting have none.
+	EMA float64 `json:"ema,omitempty"`
 
 	// Random crops cover between MinScale and all of an image's short side.
 	MinScale float64 `json:"min_scale"`
@@ -307,6 +311,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--lr-d %g: must be between 0 (--lr) and 1", c.LRD)
 	case math.IsNaN(c.WeightDecay) || c.WeightDecay < 0 || c.WeightDecay > 1:
 		return fmt.Errorf("--weight-decay %g: must be between 0 and 1", c.WeightDecay)
+	case math.IsNaN(c.EMA) || c.EMA < 0 || c.EMA >= 1:
+		return fmt.Errorf("--ema %g: must be at least 0 (none) and below 1", c.EMA)
+	case c.EMA > 0 && !c.Generative():
+		return fmt.Errorf("--ema: a moving average of weights is for generators, not the %s task", c.Task)
 	case math.IsNaN(c.Beta1) || c.Beta1 < 0 || c.Beta1 >= 1:
 		return fmt.Errorf("--beta1 %g: must be at least 0 and below 1", c.Beta1)
 	case math.IsNaN(c.Beta2) || c.Beta2 < 0 || c.Beta2 >= 1:
@@ -385,6 +393,7 @@ func (c Config) Graph() graphs.Config {
 		Beta1:        c.Beta1,
 		Beta2:        c.Beta2,
 		WeightDecay:  c.WeightDecay,
+		EMA:          c.EMA,
 		Seed:         c.Seed,
 	}
 }

@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/deepsim/deepsim/internal/testimages"
+	"github.com/deepsim/deepsim/internal/torchfile"
 	"github.com/deepsim/deepsim/pretrained"
 )
 
@@ -245,5 +247,46 @@ func TestResumeRunBeforeStreaming(t *testing.T) {
 		if c, _ := LoadConfig(run); c.DataStream != DataStreamVersion {
 			t.Fatalf("resume %d: config.json records stream %d", i+1, c.DataStream)
 		}
+	}
+}
+
+// --ema reaches the model: the run keeps it in config.json and its
+// checkpoint holds the averaged weights beside the live ones, which train
+// exactly as they would without it.
+func TestTrainKeepsMovingAverage(t *testing.T) {
+	data := photos(t, 3)
+	floats := map[float64]map[string][]float64{}
+	for _, ema := range []float64{0, 0.9} {
+		cfg := seConfig(data)
+		cfg.Steps, cfg.EMA = 3, ema
+		run := filepath.Join(t.TempDir(), "run")
+		mustTrain(t, cfg, TrainOptions{Out: run})
+		if c, err := LoadConfig(run); err != nil || c.EMA != ema {
+			t.Fatalf("config.json gives ema %g (%v), want %g", c.EMA, err, ema)
+		}
+		raw, err := os.ReadFile(filepath.Join(run, CheckpointFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if floats[ema], err = torchfile.Floats(bytes.NewReader(raw), int64(len(raw))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain, averaged := floats[0], floats[0.9]
+	n := 0
+	for name, v := range averaged {
+		if live, ok := strings.CutPrefix(name, "ema."); ok {
+			n++
+			if slices.Equal(v, averaged[live]) {
+				t.Errorf("%s equals the live weights after 3 steps", name)
+			}
+			continue
+		}
+		if !slices.Equal(v, plain[name]) {
+			t.Errorf("%s trained differently with the moving average", name)
+		}
+	}
+	if n == 0 || len(plain)+n != len(averaged) {
+		t.Fatalf("%d averaged tensors; %d in the checkpoint without, %d with", n, len(plain), len(averaged))
 	}
 }

@@ -81,6 +81,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.Float64Var(&cfg.Beta1, "beta1", cfg.Beta1, "Adam's first-moment decay, G's and D's (GANs often use 0.5)")
 	fs.Float64Var(&cfg.Beta2, "beta2", cfg.Beta2, "Adam's second-moment decay, G's and D's")
 	fs.Float64Var(&cfg.WeightDecay, "weight-decay", cfg.WeightDecay, "L2 weight decay, added to G's and D's gradients as the paper's Caffe did")
+	fs.Float64Var(&cfg.EMA, "ema", cfg.EMA, "decay of a moving average of E's and G's weights, which reconstructions, eval and samples use (0: none; GANs often use 0.999)")
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for initialisation and data order")
 	fs.IntVar(&cfg.Threads, "threads", cfg.Threads, "libtorch threads (0: one per core)")
 	fs.IntVar(&cfg.CacheMB, "cache-mb", cfg.CacheMB, "MiB of decoded images kept for reuse when the whole set fits (0: none; the default photos fit in the default)")
