@@ -56,7 +56,8 @@ type Config struct {
 
 	// The comparator C (a spec: NAME:LAYER, ARCH-random:LAYER or
 	// FILE.pt[:SUBMODULE]); Layer applies when the spec names none.
-	// ComparatorSize overrides the side C resizes its input to (0: C's own).
+	// ComparatorSize overrides the side C resizes its input to (0: C's own;
+	// CropSide: the crops', which a new run records as their size).
 	Comparator     string `json:"comparator"`
 	Layer          string `json:"layer,omitempty"`
 	ComparatorSize int    `json:"comparator_size"`
@@ -172,6 +173,10 @@ const DefaultLayout = LayoutChannelsLast
 // DefaultComparator is the shipped Exemplar-CNN, trained by this project, at
 // the layer that gave the lowest independent feature error (README).
 const DefaultComparator = "exemplar:conv2"
+
+// CropSide, as ComparatorSize, has the comparator see the crops at their
+// own size (--comparator-size -1).
+const CropSide = -1
 
 // TrainedComparator is the autoencoder's and the VAE's comparator where the
 // store holds the MobileNetV2 that make models imports: under a judge that

@@ -93,6 +93,11 @@ func fitSides(cfg *Config, req Request, store pretrained.Store, log *slog.Logger
 			cfg.TargetSize = side
 		}
 	}
+	// -1 is the crops' own side, raised like a default one.
+	crops := cfg.ComparatorSize == CropSide
+	if crops {
+		cfg.ComparatorSize = cfg.Size
+	}
 	// A comparator at its own input size takes any crop; an inversion's
 	// that is its target sees what the target sees.
 	if cfg.Comparator == "" || cfg.ComparatorSize <= 0 || cfg.Weights.Of(TermFeat) <= 0 {
@@ -103,7 +108,7 @@ func fitSides(cfg *Config, req Request, store pretrained.Store, log *slog.Logger
 		return err
 	}
 	given := 0 // the size the trained comparator's default set is not given
-	if req.Given("comparator-size") {
+	if req.Given("comparator-size") && !crops {
 		given = cfg.ComparatorSize
 	}
 	cfg.ComparatorSize, err = fitSide(comp, cfg.ComparatorSize, given, "--comparator-size", log)

@@ -28,6 +28,8 @@ func TestNewRunFitsItsNetworks(t *testing.T) {
 		cfg.Comparator, cfg.ComparatorSize = "alexnet-random:conv5", size
 		return cfg
 	}
+	crops64 := autoencoder(CropSide)
+	crops64.Size = 64
 	tests := []struct {
 		name       string
 		cfg        Config
@@ -42,6 +44,8 @@ func TestNewRunFitsItsNetworks(t *testing.T) {
 		{"comparator at the crop size by default", autoencoder(32), "", 0, 63, ""},
 		{"--comparator-size below its least side", autoencoder(32), "comparator-size", 0, 0, "--comparator-size 32"},
 		{"comparator at its own size", autoencoder(0), "", 0, 0, ""},
+		{"--comparator-size -1: the crops' side", crops64, "comparator-size", 0, 64, ""},
+		{"--comparator-size -1 below its least side: raised", autoencoder(CropSide), "comparator-size", 0, 63, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

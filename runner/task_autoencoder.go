@@ -43,8 +43,8 @@ func (t deepsimTask) validate(c Config) error {
 		return fmt.Errorf("--latent %d: must be at least 1 channel", c.CodeChannels)
 	case c.Weights.Of(TermFeat) > 0 && c.Comparator == "":
 		return errors.New("the feature loss needs a --comparator")
-	case c.ComparatorSize != 0 && c.ComparatorSize < pretrained.MinInputSize:
-		return fmt.Errorf("--comparator-size %d: a comparator resizes its input to at least %d px (0: its own size)", c.ComparatorSize, pretrained.MinInputSize)
+	case c.ComparatorSize != 0 && c.ComparatorSize != CropSide && c.ComparatorSize < pretrained.MinInputSize:
+		return fmt.Errorf("--comparator-size %d: a comparator resizes its input to at least %d px (0: its own size, -1: the crops')", c.ComparatorSize, pretrained.MinInputSize)
 	case c.Weights == Weights{}:
 		return errors.New("all loss weights are 0: nothing to train")
 	case c.MinScale <= 0 || c.MinScale > 1:

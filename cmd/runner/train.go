@@ -71,7 +71,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.StringVar(&cfg.Target, "target", cfg.Target, "inversion: the network whose features G inverts (a comparator spec, e.g. mobilenetv2 or alexnet)")
 	fs.IntVar(&cfg.TargetSize, "target-size", cfg.TargetSize, "inversion: side the target sees the images at (0: --size)")
 	fs.BoolVar(paper, "paper-weights", false, "inversion: the paper's loss weights, rescaled to this project's terms (instead of the --lambda-* flags)")
-	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to (0: its own)")
+	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to (0: its own; -1: the crops', which the default MobileNetV2 uses)")
 	fs.IntVar(&cfg.Classes, "classes", cfg.Classes, "surrogate classes (comparator task)")
 	for i, t := range runner.LossTerms {
 		fs.Float64Var(&cfg.Weights[i], t.Flag(), cfg.Weights[i], t.Help)
