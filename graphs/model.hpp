@@ -632,6 +632,10 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* ta
     throw std::invalid_argument("too many loss weights");
   if (cfg.layout != DS_LAYOUT_CHANNELS_LAST && cfg.layout != DS_LAYOUT_NCHW)
     throw std::invalid_argument("unknown layout " + std::to_string(cfg.layout));
+  if (std::isnan(cfg.ema) || cfg.ema < 0 || cfg.ema >= 1)
+    throw std::invalid_argument("ema " + std::to_string(cfg.ema) + " is not in [0, 1)");
+  if (cfg.ema > 0 && cfg.task == DS_TASK_COMPARATOR)
+    throw std::invalid_argument("a moving average of weights is for generators");
   keep_freed_activations();
   auto m = std::make_unique<ds_model>();
   m->cfg = cfg;
@@ -653,10 +657,7 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* ta
       throw std::invalid_argument("unknown task " + std::to_string(cfg.task));
   }
   m->opt_g = adam(cfg, tensors(g_params(*m)), cfg.lr);
-  if (std::isnan(cfg.ema) || cfg.ema < 0 || cfg.ema >= 1)
-    throw std::invalid_argument("ema " + std::to_string(cfg.ema) + " is not in [0, 1)");
   if (cfg.ema > 0) {
-    if (m->net) throw std::invalid_argument("a moving average of weights is for generators");
     torch::NoGradGuard no_grad;
     for (const auto& p : g_params(*m)) m->ema.push_back(p.second.detach().clone());
   }

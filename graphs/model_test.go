@@ -74,6 +74,8 @@ func TestNewModelRejectsBadConfig(t *testing.T) {
 		{"size not a power of two", func(c *Config) { c.Size = 48 }, "power of two"},
 		{"unknown task", func(c *Config) { c.Task = 9 }, "unknown task"},
 		{"unknown layout", func(c *Config) { c.Layout = 5 }, "unknown layout"},
+		{"ema of 1", func(c *Config) { c.EMA = 1 }, "ema 1"},
+		{"ema of a comparator", func(c *Config) { c.Task, c.EMA = ComparatorTask, 0.9 }, "for generators"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
