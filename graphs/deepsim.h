@@ -203,7 +203,8 @@ typedef struct {
  * warm-up schedule). In a group (ds_model_join), x holds rows
  * [offset, offset+n) of a global batch of global_n; 0 means n. stop: this
  * process asks the group to stop after this step. The caller owns D's
- * warm-up schedule too. */
+ * warm-up schedule too, and the learning rates' schedule: lr_scale
+ * multiplies every optimiser's configured rate on this step (0 means 1). */
 typedef struct {
   const float *x;
   const int64_t *labels;
@@ -213,6 +214,7 @@ typedef struct {
   int64_t global_n;
   int32_t stop;
   int32_t d_warmup; /* D's warm-up: D neither learns nor judges G's output */
+  double lr_scale;
 } ds_step_input;
 
 /* What a step measured: n_terms named values (losses before weighting,

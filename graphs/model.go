@@ -243,6 +243,9 @@ type Step struct {
 	// DWarmup: D neither learns nor judges G on this step; the caller owns
 	// the warm-up's schedule.
 	DWarmup bool
+	// LRScale multiplies every optimiser's configured learning rate on this
+	// step, in (0, 1]; 0 means 1. The caller owns the schedule.
+	LRScale float64
 }
 
 // cbool is a C flag.
@@ -280,6 +283,7 @@ func (m *Model) step(op string, train bool, s Step) (StepLog, error) {
 	in := C.ds_step_input{x: (*C.float)(&batch[0]), n: C.int64_t(n), kl_weight: C.double(s.KLWeight),
 		offset: C.int64_t(s.Offset), global_n: C.int64_t(s.Global)}
 	in.d_warmup = cbool(s.DWarmup)
+	in.lr_scale = C.double(s.LRScale)
 	if s.Stop {
 		in.stop = 1
 	}

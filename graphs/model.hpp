@@ -666,6 +666,22 @@ ds_model* new_model(const ds_config& cfg, ds_comparator* comp, ds_comparator* ta
 
 void free_model(ds_model* m) { delete m; }
 
+// Sets each optimiser's rate to its configured one times scale (0: 1),
+// which the caller's schedule gives for this step.
+void set_learning_rates(ds_model& m, double scale) {
+  if (scale == 0) scale = 1;
+  if (!(scale > 0 && scale <= 1))
+    throw std::invalid_argument("learning-rate scale " + std::to_string(scale) +
+                                " is not in (0, 1]");
+  auto set = [scale](torch::optim::Adam* opt, double lr) {
+    if (!opt) return;
+    for (auto& group : opt->param_groups())
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr * scale);
+  };
+  set(m.opt_g.get(), m.cfg.lr);
+  set(m.opt_d.get(), d_lr(m.cfg));
+}
+
 void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out) {
   const int64_t global = in.global_n > 0 ? in.global_n : in.n;
   if (in.n < 1 || in.offset < 0 || in.offset + in.n > global)
@@ -676,6 +692,7 @@ void train_step(ds_model& m, const ds_step_input& in, ds_step_log* out) {
   m.rows->global = global;
   m.share = static_cast<double>(in.n) / global;
   m.stop_asked = in.stop != 0;
+  set_learning_rates(m, in.lr_scale);
   auto x = images(m, in.x, in.n, m.cfg.size, m.cfg.size).contiguous(layout(m));
   *out = ds_step_log{};
   m.step(m, x, in, out);

@@ -257,6 +257,70 @@ func TestDLearningRate(t *testing.T) {
 	}
 }
 
+// A step's LRScale scales every optimiser's rate: Adam's first update is
+// lr * g/(|g|+eps), so where |g| >> eps half the scale moves each weight
+// exactly half as far. G's check has no D, whose step would change G's
+// gradients; D's first step judges the same output at either scale.
+func TestLearningRateScale(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		weights map[string]float64
+		prefix  []string
+	}{
+		{"E and G", map[string]float64{"img": 1}, []string{"encoder.", "generator."}},
+		{"D", map[string]float64{"adv": 0.5, "img": 1}, []string{"discriminator."}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Weights = tc.weights
+			cfg.LRD = 4 * cfg.LR
+			batch := randomBatch(3, 2, 32)
+			moved := func(scale float64) map[string][]float64 {
+				m := newModel(t, cfg)
+				before := checkpointFloats(t, m)
+				if _, err := m.TrainStep(Step{Batch: batch, N: 2, LRScale: scale}); err != nil {
+					t.Fatal(err)
+				}
+				after := checkpointFloats(t, m)
+				d := map[string][]float64{}
+				for name, w := range after {
+					for _, p := range tc.prefix {
+						if strings.HasPrefix(name, p) && strings.HasSuffix(name, "weight") {
+							for i := range w {
+								d[name] = append(d[name], w[i]-before[name][i])
+							}
+						}
+					}
+				}
+				return d
+			}
+			full, half, unset := moved(1), moved(0.5), moved(0)
+			if !maps.EqualFunc(full, unset, slices.Equal) {
+				t.Fatal("a scale of 0 (unset) does not train as 1 does")
+			}
+			checked := 0
+			for name, f := range full {
+				for i := range f {
+					if math.Abs(f[i]) < 1e-6 { // a weight with no gradient
+						continue
+					}
+					checked++
+					if r := half[name][i] / f[i]; math.Abs(r-0.5) > 1e-2 {
+						t.Fatalf("%s[%d] moved %g at scale 0.5 and %g at 1: ratio %g, want 0.5", name, i, half[name][i], f[i], r)
+					}
+				}
+			}
+			if checked == 0 {
+				t.Fatal("no weight moved")
+			}
+		})
+	}
+	m := newModel(t, testConfig())
+	if _, err := m.TrainStep(Step{Batch: randomBatch(3, 2, 32), N: 2, LRScale: 1.5}); err == nil || !strings.Contains(err.Error(), "learning-rate scale") {
+		t.Fatalf("scale 1.5: err = %v, want a refusal", err)
+	}
+}
+
 // During D's warm-up D neither learns nor judges G; after it, both.
 func TestDWarmup(t *testing.T) {
 	cfg := testConfig()

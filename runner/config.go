@@ -101,6 +101,10 @@ type Config struct {
 	Beta1       float64 `json:"beta1"`
 	Beta2       float64 `json:"beta2"`
 	WeightDecay float64 `json:"weight_decay"`
+	// LRDecay: over the run's last LRDecay steps every learning rate falls
+	// linearly towards 0 (pix2pix's schedule), so that the last weights
+	// settle; 0: constant rates, as in runs made before the setting.
+	LRDecay int64 `json:"lr_decay,omitempty"`
 	// EMA is the decay of a moving average of E's and G's weights, which
 	// reconstructions, codes and samples use (0: none, the live weights);
 	// runs made before the setting have none.
@@ -255,6 +259,17 @@ func (c Config) KLWeightAt(step int64) float64 {
 	return c.KLWeight * float64(step) / float64(c.KLWarmup)
 }
 
+// LRScaleAt is the factor on the learning rates at a step (counted from
+// 1): 1 until the decay, then (Steps-step+1)/LRDecay, so the last step
+// still learns a little and no step learns nothing.
+func (c Config) LRScaleAt(step int64) float64 {
+	left := c.Steps - step + 1
+	if c.LRDecay <= 0 || left > c.LRDecay {
+		return 1
+	}
+	return float64(max(left, 1)) / float64(c.LRDecay)
+}
+
 // TargetSpec is an inversion's target tapped at its inverted layer: Target,
 // with Layer appended when the spec names none.
 func (c Config) TargetSpec() string {
@@ -344,6 +359,8 @@ func (c Config) Validate() error {
 		return errors.New("--adv-weight adaptive weighs the adversarial term against the image and feature terms, which are 0")
 	case c.DWarmup < 0:
 		return fmt.Errorf("--d-warmup %d: must not be negative", c.DWarmup)
+	case c.LRDecay < 0 || c.LRDecay > c.Steps:
+		return fmt.Errorf("--lr-decay %d: must be between 0 and --steps (%d)", c.LRDecay, c.Steps)
 	case c.Discriminator != "" && c.Discriminator != DiscriminatorImage && c.Discriminator != DiscriminatorPatch:
 		return fmt.Errorf("--discriminator %q: have %s, %s", c.Discriminator, DiscriminatorImage, DiscriminatorPatch)
 	case c.Discriminator == DiscriminatorPatch && c.Task != TaskAutoencoder && c.Task != TaskVAE:

@@ -100,6 +100,9 @@ func TestValidate(t *testing.T) {
 		{"NaN ema", func(c *Config) { c.EMA = math.NaN() }, "--ema NaN"},
 		{"ema for a comparator", func(c *Config) { c.Task, c.EMA = TaskComparator, 0.999 }, "for generators"},
 		{"NaN beta2", func(c *Config) { c.Beta2 = math.NaN() }, "--beta2 NaN"},
+		{"learning-rate decay", func(c *Config) { c.LRDecay = c.Steps }, ""},
+		{"negative learning-rate decay", func(c *Config) { c.LRDecay = -1 }, "--lr-decay -1"},
+		{"decay longer than the run", func(c *Config) { c.LRDecay = c.Steps + 1 }, "--lr-decay"},
 		{"patch discriminator", func(c *Config) { c.Discriminator = DiscriminatorPatch }, ""},
 		{"unknown discriminator", func(c *Config) { c.Discriminator = "pixel" }, "--discriminator"},
 		{"patch discriminator for an inversion", func(c *Config) {
@@ -139,6 +142,24 @@ func TestKLWeightWarmsUp(t *testing.T) {
 	cfg.KLWarmup = 0
 	if got := cfg.KLWeightAt(1); got != 0.01 {
 		t.Errorf("no warm-up: %v at step 1", got)
+	}
+}
+
+func TestLearningRatesDecay(t *testing.T) {
+	tests := []struct {
+		decay, step int64
+		want        float64
+	}{
+		{0, 1, 1}, {0, 10, 1},
+		{4, 1, 1}, {4, 6, 1}, {4, 7, 1}, {4, 8, 0.75}, {4, 10, 0.25},
+		{10, 1, 1}, {10, 10, 0.1},
+		{4, 11, 0.25}, // a resumed run that trains past --steps keeps the last rate
+	}
+	for _, tc := range tests {
+		cfg := Config{Steps: 10, LRDecay: tc.decay}
+		if got := cfg.LRScaleAt(tc.step); math.Abs(got-tc.want) > 1e-12 {
+			t.Errorf("decay %d, step %d: %v, want %v", tc.decay, tc.step, got, tc.want)
+		}
 	}
 }
 

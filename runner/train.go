@@ -170,6 +170,10 @@ func (r *trainRun) loop(ctx context.Context) error {
 			return r.stop(step, ErrInterrupted)
 		}
 		in, logged := r.task.input(step+1, batch)
+		in.LRScale = cfg.LRScaleAt(step + 1)
+		if cfg.LRDecay > 0 {
+			logged = append(logged, graphs.Term{Name: "lr_scale", Value: in.LRScale})
+		}
 		bad := badData(r.data)
 		if bad != nil && g == nil {
 			return r.stop(step, bad)
