@@ -273,6 +273,18 @@ std::pair<torch::Tensor, torch::Tensor> judge_pair(ds_model& m, const torch::Ten
   return m.cdisc ? m.cdisc->forward_pair(real, fake, cond) : m.disc->forward_pair(real, fake);
 }
 
+// D's logits for img and the activations of its convolutions on the way.
+std::pair<torch::Tensor, std::vector<torch::Tensor>> judge_features(ds_model& m,
+                                                                    const torch::Tensor& img,
+                                                                    const torch::Tensor& cond) {
+  return m.cdisc ? m.cdisc->forward_features(img, cond) : m.disc->forward_features(img);
+}
+
+// D's convolutions alone, which need no logits and draw no dropout.
+torch::nn::Sequential& discriminator_trunk(ds_model& m) {
+  return m.cdisc ? m.cdisc->features : m.disc->features;
+}
+
 torch::nn::Module& discriminator(ds_model& m) {
   if (m.cdisc) return *m.cdisc;
   return *m.disc;
@@ -323,12 +335,12 @@ Adaptive adaptive_weight(ds_model& m, double w_adv, const torch::Tensor& y,
 void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
                     const ds_step_input& in, ds_step_log* out) {
   const double w_img = m.weight("img"), w_feat = m.weight("feat"),
-               w_adv = m.weight("adv");
+               w_adv = m.weight("adv"), w_match = m.weight("match");
   const bool adversarial = w_adv > 0 && !in.d_warmup;
   double adv_weight = adversarial ? w_adv : 0;
   discriminator(m).train();
   auto zero = torch::zeros({}, x.options());
-  torch::Tensor l_img = zero, l_feat = zero, l_adv = zero, l_discr = zero;
+  torch::Tensor l_img = zero, l_feat = zero, l_adv = zero, l_discr = zero, l_match = zero;
   torch::Tensor g_loss = g.loss, rec = zero;
   const auto& y = g.y;
   std::optional<Autocast> autocast(std::in_place, bf16(m));
@@ -368,9 +380,23 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
     // not leave gradients in D.
     autocast.emplace(bf16(m));
     set_requires_grad(discriminator(m), false);
-    auto judged = judge(m, y, g.cond);
+    auto [judged, fy] = judge_features(m, y, g.cond);
     set_requires_grad(discriminator(m), true);
     l_adv = F::binary_cross_entropy_with_logits(judged, torch::ones_like(judged));
+    // Feature matching (pix2pixHD): the mean over D's layers of the L1
+    // distance between its activations on x and on G's output, a
+    // reconstruction term in the features D learns to tell them apart by.
+    if (w_match > 0) {
+      std::vector<torch::Tensor> fx;
+      {
+        torch::NoGradGuard no_grad;
+        fx = activations(discriminator_trunk(m), x);
+      }
+      for (size_t i = 0; i + 1 < fx.size(); i++) l_match = l_match + F::l1_loss(fy[i], fx[i]);
+      l_match = l_match / static_cast<double>(fx.size() - 1);
+      rec = rec + w_match * l_match;
+      g_loss = g_loss + w_match * l_match;
+    }
     autocast.reset();
     // Adaptive: the weight of a step where G does not learn is moot, and
     // logged as 0.
@@ -397,6 +423,9 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
   // What the step logs, by name.
   std::vector<std::pair<const char*, torch::Tensor>> logged = {
       {"loss_feat", l_feat}, {"loss_adv", l_adv}, {"loss_img", l_img}, {"loss_discr", l_discr}};
+  // Feature matching only where the run has it: the report plots each term
+  // the step logs, and metrics lines hold 0 for the rest.
+  if (w_match > 0) logged.push_back({"loss_match", l_match});
   if (m.cfg.task == DS_TASK_VAE) logged.push_back({"kl", g.kl});
   std::vector<double> values;
   for (const auto& [name, t] : logged) values.push_back(t.item<double>());

@@ -2,6 +2,7 @@ package graphs
 
 import (
 	"bytes"
+	"fmt"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -228,6 +229,59 @@ func TestPatchDiscriminator(t *testing.T) {
 		if d := l.Get("loss_discr"); !(d > 0) || math.IsInf(d, 0) || !l.UpdatedD {
 			t.Fatalf("loss_discr %v, updated D %v", d, l.UpdatedD)
 		}
+	}
+}
+
+// D's feature matching is logged before weighting, only where D judges;
+// it changes G's step and not D's, which comes first.
+func TestFeatureMatching(t *testing.T) {
+	for _, patch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("patch %v", patch), func(t *testing.T) {
+			batch := randomBatch(5, 2, 32)
+			step := func(match float64, warmup bool) (StepLog, map[string][]float64) {
+				cfg := testConfig()
+				cfg.Weights = map[string]float64{"adv": 0.5, "img": 1, "match": match}
+				cfg.PatchD = patch
+				m := newModel(t, cfg)
+				l, err := m.TrainStep(Step{Batch: batch, N: 2, DWarmup: warmup})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return l, checkpointFloats(t, m)
+			}
+			none, w0 := step(0, false)
+			one, w1 := step(1, false)
+			three, _ := step(3, false)
+			warm, _ := step(1, true)
+			if got := none.Get("loss_match"); got != 0 {
+				t.Errorf("weight 0: loss_match %v, want 0", got)
+			}
+			if got := warm.Get("loss_match"); got != 0 {
+				t.Errorf("during D's warm-up: loss_match %v, want 0", got)
+			}
+			if got := one.Get("loss_match"); !(got > 0) || math.IsInf(got, 0) {
+				t.Fatalf("weight 1: loss_match %v, want above 0", got)
+			}
+			if a, b := one.Get("loss_match"), three.Get("loss_match"); a != b {
+				t.Errorf("loss_match %v at weight 1 and %v at 3: want the term before weighting", a, b)
+			}
+			var dSame, gMoved bool = true, false
+			for name, w := range w1 {
+				same := slices.Equal(w, w0[name])
+				if strings.HasPrefix(name, "discriminator.") && !strings.HasPrefix(name, "optim") {
+					dSame = dSame && same
+				}
+				if strings.HasPrefix(name, "generator.") && !same {
+					gMoved = true
+				}
+			}
+			if !dSame {
+				t.Error("feature matching changed D's step")
+			}
+			if !gMoved {
+				t.Error("feature matching left G's step as it was")
+			}
+		})
 	}
 }
 

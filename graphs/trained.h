@@ -263,6 +263,18 @@ struct InversionGeneratorImpl : nn::Module {
 };
 TORCH_MODULE(InversionGenerator);
 
+// x through seq, one module at a time: the output of each leaky ReLU, and
+// last seq's output. Feature matching compares the former.
+inline std::vector<torch::Tensor> activations(nn::Sequential& seq, torch::Tensor x) {
+  std::vector<torch::Tensor> out;
+  for (auto& mod : *seq) {
+    x = mod.forward(x);
+    if (mod.ptr()->as<nn::LeakyReLU>()) out.push_back(x);
+  }
+  out.push_back(x);
+  return out;
+}
+
 // The discriminators' convolutional trunk: the paper's 7x7/5x5/3x3 stack
 // and global average pooling, to 256 values per image. The first stride
 // scales with the crop: 4 from 64 px up, as in the paper's 227 px version.
@@ -320,6 +332,14 @@ struct DiscriminatorImpl : nn::Module {
     if (patch) return {h[0].squeeze(1), h[1].squeeze(1)};
     return {classifier->forward(h[0]).squeeze(1), classifier->forward(h[1]).squeeze(1)};
   }
+
+  // The logits of x, and the activations of the convolutions on the way.
+  std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features(torch::Tensor x) {
+    auto acts = activations(features, x);
+    auto h = acts.back();
+    acts.pop_back();
+    return {patch ? h.squeeze(1) : classifier->forward(h).squeeze(1), acts};
+  }
 };
 TORCH_MODULE(Discriminator);
 
@@ -356,6 +376,15 @@ struct ConditionalDiscriminatorImpl : nn::Module {
     auto e = embed->forward(f);
     return {classifier->forward(torch::cat({h[0], e}, 1)).squeeze(1),
             classifier->forward(torch::cat({h[1], e}, 1)).squeeze(1)};
+  }
+
+  // As Discriminator's.
+  std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features(torch::Tensor x,
+                                                                       torch::Tensor f) {
+    auto acts = activations(features, x);
+    auto h = acts.back();
+    acts.pop_back();
+    return {classifier->forward(torch::cat({h, embed->forward(f)}, 1)).squeeze(1), acts};
   }
 };
 TORCH_MODULE(ConditionalDiscriminator);

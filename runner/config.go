@@ -359,6 +359,8 @@ func (c Config) Validate() error {
 		return errors.New("--adv-weight adaptive weighs the adversarial term against the image and feature terms, which are 0")
 	case c.DWarmup < 0:
 		return fmt.Errorf("--d-warmup %d: must not be negative", c.DWarmup)
+	case c.Weights.Of(TermMatch) > 0 && c.Weights.Of(TermAdv) <= 0:
+		return errors.New("--lambda-match compares D's activations: it needs --lambda-adv above 0, which trains D")
 	case c.LRDecay < 0 || c.LRDecay > c.Steps:
 		return fmt.Errorf("--lr-decay %d: must be between 0 and --steps (%d)", c.LRDecay, c.Steps)
 	case c.Discriminator != "" && c.Discriminator != DiscriminatorImage && c.Discriminator != DiscriminatorPatch:

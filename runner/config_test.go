@@ -90,6 +90,11 @@ func TestValidate(t *testing.T) {
 			c.Weights.Set(TermFeat, 0)
 		}, "image and feature terms"},
 		{"negative d warm-up", func(c *Config) { c.DWarmup = -1 }, "--d-warmup"},
+		{"feature matching", func(c *Config) { c.Weights.Set(TermMatch, 1) }, ""},
+		{"feature matching without D", func(c *Config) {
+			c.Weights.Set(TermMatch, 1)
+			c.Weights.Set(TermAdv, 0)
+		}, "--lambda-match"},
 		{"D's own learning rate", func(c *Config) { c.LRD = 8e-4 }, ""},
 		{"NaN D learning rate", func(c *Config) { c.LRD = math.NaN() }, "--lr-d NaN"},
 		{"negative D learning rate", func(c *Config) { c.LRD = -1 }, "--lr-d -1"},

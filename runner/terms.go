@@ -25,6 +25,7 @@ var LossTerms = [...]LossTerm{
 	{TermFeat, 1, "weight of the feature (perceptual) loss"},
 	{TermAdv, 0.01, "weight of the adversarial loss"},
 	{TermImg, 1, "weight of the pixel loss"},
+	{TermMatch, 0, "weight of D's feature matching: the L1 distance between D's activations on the crop and on G's output (pix2pixHD); needs the adversarial term"},
 }
 
 // The terms that code outside the table names.
@@ -32,6 +33,9 @@ const (
 	TermFeat = "feat" // the comparator's feature distance: needs a comparator
 	TermAdv  = "adv"  // -log D(G(x)): needs a discriminator
 	TermImg  = "img"  // the squared error on pixels
+	// TermMatch is D's feature matching: needs a discriminator, which the
+	// adversarial term brings.
+	TermMatch = "match"
 )
 
 // Flag is the term's command-line flag, without dashes.
