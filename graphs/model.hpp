@@ -261,11 +261,6 @@ struct Generated {
   torch::Tensor y, loss, kl, cond;
 };
 
-// D's logits for images, with the features an inversion's D also sees.
-torch::Tensor judge(ds_model& m, const torch::Tensor& img, const torch::Tensor& cond) {
-  return m.cdisc ? m.cdisc->forward(img, cond) : m.disc->forward(img);
-}
-
 // D's logits for real images and for fake ones, in one pass.
 std::pair<torch::Tensor, torch::Tensor> judge_pair(ds_model& m, const torch::Tensor& real,
                                                    const torch::Tensor& fake,
@@ -281,7 +276,7 @@ std::pair<torch::Tensor, std::vector<torch::Tensor>> judge_features(ds_model& m,
 }
 
 // D's convolutions alone, which need no logits and draw no dropout.
-torch::nn::Sequential& discriminator_trunk(ds_model& m) {
+torch::nn::Sequential& d_trunk(ds_model& m) {
   return m.cdisc ? m.cdisc->features : m.disc->features;
 }
 
@@ -390,7 +385,7 @@ void deepsim_losses(ds_model& m, const torch::Tensor& x, const Generated& g,
       std::vector<torch::Tensor> fx;
       {
         torch::NoGradGuard no_grad;
-        fx = activations(discriminator_trunk(m), x);
+        fx = activations(d_trunk(m), x);
       }
       for (size_t i = 0; i + 1 < fx.size(); i++) l_match = l_match + F::l1_loss(fy[i], fx[i]);
       l_match = l_match / static_cast<double>(fx.size() - 1);
