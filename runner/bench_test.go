@@ -103,8 +103,8 @@ func BenchmarkPipeline(b *testing.B) {
 func BenchmarkTrain(b *testing.B) {
 	core, _ := graphs.BLAS()
 	b.Logf("OpenBLAS kernel %q (OPENBLAS_CORETYPE=%q), %d CPUs", core, os.Getenv("OPENBLAS_CORETYPE"), runtime.NumCPU())
-	resize := Defaults()
-	resize.Upsample = UpsampleResize
+	deconv := Defaults()
+	deconv.Upsample = UpsampleDeconv
 	type benchCase struct {
 		name string
 		cfg  Config
@@ -112,7 +112,7 @@ func BenchmarkTrain(b *testing.B) {
 	cases := []benchCase{
 		{"autoencoder", Defaults()},
 		{"vae", DefaultsFor(TaskVAE)},
-		{"autoencoder-resize", resize},
+		{"autoencoder-deconv", deconv},
 	}
 	if hasBF16(cpuFlags()) {
 		bf16 := Defaults()

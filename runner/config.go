@@ -35,7 +35,9 @@ type Config struct {
 	Batch        int   `json:"batch"`
 	Steps        int64 `json:"steps"`
 	// Upsample is how G doubles its resolution: "resize" (nearest-neighbour
-	// then a 3x3 conv) or "deconv" (the paper's transposed convolution).
+	// then a 3x3 conv, the default: it cannot make a checkerboard) or
+	// "deconv" (the paper's transposed convolution, whose overlapping
+	// strides put one over every reconstruction; README, the sweep).
 	Upsample string `json:"upsample"`
 	// Precision of the training step: "float32"; "bf16" autocast for the
 	// forward passes (float32 weights and optimizer state); or "float64"
@@ -215,7 +217,7 @@ func Defaults() Config {
 		Task:            TaskAutoencoder,
 		Size:            64,
 		CodeChannels:    8,
-		Upsample:        UpsampleDeconv,
+		Upsample:        UpsampleResize,
 		Precision:       PrecisionFloat32,
 		Layout:          DefaultLayout,
 		Batch:           16,
@@ -479,7 +481,7 @@ func ParseConfig(b []byte) (Config, error) {
 		return Config{}, err
 	}
 	cfg := DefaultsFor(head.Task)
-	cfg.Layout, cfg.DataStream = "", 0
+	cfg.Layout, cfg.DataStream, cfg.Upsample = "", 0, ""
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return Config{}, err
 	}
@@ -488,6 +490,9 @@ func ParseConfig(b []byte) (Config, error) {
 	}
 	if cfg.Layout == "" {
 		cfg.Layout = LayoutChannelsLast // what runs before the choice used
+	}
+	if cfg.Upsample == "" {
+		cfg.Upsample = UpsampleDeconv // the only generator before the choice
 	}
 	return cfg, nil
 }

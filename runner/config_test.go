@@ -204,21 +204,42 @@ func TestCheckResume(t *testing.T) {
 	}
 }
 
-// A run made before the layout was a setting trained in channels-last,
-// and reads as such; a new run's config says its layout.
-func TestConfigLayout(t *testing.T) {
+// A run made before a setting existed reads as what it trained with then,
+// whatever today's default; a new run's config says its setting.
+func TestConfigBeforeASetting(t *testing.T) {
 	old := []byte(`{"task":"autoencoder","data":["photos"],"size":64}`)
-	cfg, err := ParseConfig(old)
-	if err != nil || cfg.Layout != LayoutChannelsLast {
-		t.Fatalf("a config without a layout: %q, %v; want %q", cfg.Layout, err, LayoutChannelsLast)
+	cases := []struct {
+		name        string
+		get         func(*Config) *string
+		then, other string
+	}{
+		{"layout", func(c *Config) *string { return &c.Layout }, LayoutChannelsLast, LayoutNCHW},
+		{"upsample", func(c *Config) *string { return &c.Upsample }, UpsampleDeconv, UpsampleResize},
 	}
-	cfg.Layout = LayoutNCHW
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig(old)
+			if err != nil || *tc.get(&cfg) != tc.then {
+				t.Fatalf("a config without %s: %q, %v; want %q", tc.name, *tc.get(&cfg), err, tc.then)
+			}
+			*tc.get(&cfg) = tc.other
+			b, err := json.Marshal(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := ParseConfig(b)
+			if err != nil || *tc.get(&back) != tc.other {
+				t.Fatalf("round trip: %q, %v", *tc.get(&back), err)
+			}
+		})
 	}
-	back, err := ParseConfig(b)
-	if err != nil || back.Layout != LayoutNCHW {
-		t.Fatalf("round trip: %q, %v", back.Layout, err)
+}
+
+// Every generator trains grid-free by default.
+func TestDefaultUpsample(t *testing.T) {
+	for _, task := range []string{TaskAutoencoder, TaskVAE, TaskInversion} {
+		if got := DefaultsFor(task).Upsample; got != UpsampleResize {
+			t.Errorf("%s: default --upsample %q, want %q", task, got, UpsampleResize)
+		}
 	}
 }

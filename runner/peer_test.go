@@ -112,7 +112,9 @@ func peerSetup(b *testing.B, cfg Config, batches int) (*graphs.Model, [][]float3
 
 func peerConfig(threads, batch int) Config {
 	cfg := Defaults()
-	cfg.Comparator, cfg.ComparatorSize = "exemplar:conv2", 0 // what peer.py builds
+	// What peer.py builds: the paper's up-convolutions, the Exemplar-CNN.
+	cfg.Upsample = UpsampleDeconv
+	cfg.Comparator, cfg.ComparatorSize = "exemplar:conv2", 0
 	cfg.Threads, cfg.Batch = threads, batch
 	return cfg
 }

@@ -16,7 +16,7 @@ rm -rf "$out"
 # Twelve photographs held back, whole (scripts/split-photos.sh).
 "$(dirname "$0")/split-photos.sh" "$out" "$@"
 
-common=(--task autoencoder --data "$out/train" --heldout "$out/heldout" --batch 16 --size 64 --seed 1 --upsample resize)
+common=(--task autoencoder --data "$out/train" --heldout "$out/heldout" --batch 16 --size 64 --seed 1)
 "$runner" train "${common[@]}" --out "$out/run" --steps "$steps" --checkpoint-every 250
 "$runner" train "${common[@]}" --out "$out/se" --steps "$se_steps" --checkpoint-every 250 \
 	--lambda-feat 0 --lambda-adv 0 --lambda-img 1

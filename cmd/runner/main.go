@@ -308,6 +308,7 @@ func cmdAblate(ctx context.Context, args []string, log *slog.Logger, stdout, std
 	fs.IntVar(&opt.Base.Size, "size", opt.Base.Size, "crop side in pixels")
 	fs.Int64Var(&opt.Base.Seed, "seed", opt.Base.Seed, "seed, the same for every combination")
 	fs.StringVar(&opt.Base.Comparator, "comparator", opt.Base.Comparator, "comparator of the feature loss")
+	fs.StringVar(&opt.Base.Upsample, "upsample", opt.Base.Upsample, "generator upsampling: resize or deconv")
 	fs.IntVar(&opt.N, "n", opt.N, "held-out crops to evaluate on")
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)

@@ -60,7 +60,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.Var((*latentFlag)(&cfg.CodeChannels), "latent", "code (VAE: latent) shape CxHxW, or just C; H and W are always 8")
 	fs.StringVar(&cfg.Layout, "layout", cfg.Layout, "memory layout of the networks: channels-last or nchw (speed only; which is faster depends on the CPU: make bench-peer)")
 	fs.StringVar(&cfg.Precision, "precision", cfg.Precision, "float32; bf16 (bfloat16 autocast of the forward passes, where the CPU has it); or float64 (slow: for checking runs step by step)")
-	fs.StringVar(&cfg.Upsample, "upsample", cfg.Upsample, "generator upsampling: deconv (transposed conv, the paper's) or resize (nearest + 3x3 conv, no checkerboard)")
+	fs.StringVar(&cfg.Upsample, "upsample", cfg.Upsample, "generator upsampling: resize (nearest + 3x3 conv, no checkerboard) or deconv (transposed conv, the paper's)")
 	fs.Float64Var(&cfg.KLWeight, "kl-weight", cfg.KLWeight, "VAE: weight of the KL term (nats per image)")
 	fs.StringVar(&cfg.AdvWeight, "adv-weight", cfg.AdvWeight, "how the adversarial term is weighed: fixed (--lambda-adv) or adaptive (VQGAN: --lambda-adv times the ratio of the reconstruction's and the adversarial term's gradient norms at G's output layer)")
 	fs.StringVar(&cfg.Discriminator, "discriminator", cfg.Discriminator, "D of the autoencoder and the VAE: image (the paper's, one judgement per crop) or patch (PatchGAN: one per 26 px patch)")
