@@ -263,13 +263,15 @@ func (c Config) KLWeightAt(step int64) float64 {
 
 // LRScaleAt is the factor on the learning rates at a step (counted from
 // 1): 1 until the decay, then (Steps-step+1)/LRDecay, so the last step
-// still learns a little and no step learns nothing.
+// still learns a little and no step learns nothing. A decay longer than
+// the run covers all of it.
 func (c Config) LRScaleAt(step int64) float64 {
+	decay := min(c.LRDecay, c.Steps)
 	left := c.Steps - step + 1
-	if c.LRDecay <= 0 || left > c.LRDecay {
+	if decay <= 0 || left > decay {
 		return 1
 	}
-	return float64(max(left, 1)) / float64(c.LRDecay)
+	return float64(max(left, 1)) / float64(decay)
 }
 
 // TargetSpec is an inversion's target tapped at its inverted layer: Target,
@@ -355,16 +357,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--cache-mb %d: must be at least 0", c.CacheMB)
 	case c.AdvWeight != "" && c.AdvWeight != AdvFixed && c.AdvWeight != AdvAdaptive:
 		return fmt.Errorf("--adv-weight %q: have %s, %s", c.AdvWeight, AdvFixed, AdvAdaptive)
-	case c.AdvWeight == AdvAdaptive && c.Weights.Of(TermAdv) <= 0:
-		return errors.New("--adv-weight adaptive scales --lambda-adv, which is 0: set it above 0 (VQGAN uses 0.8)")
-	case c.AdvWeight == AdvAdaptive && c.Weights.Of(TermImg) <= 0 && c.Weights.Of(TermFeat) <= 0:
+	case c.AdvWeight == AdvAdaptive && c.Weights.Of(TermAdv) > 0 && c.Weights.Of(TermImg) <= 0 && c.Weights.Of(TermFeat) <= 0:
 		return errors.New("--adv-weight adaptive weighs the adversarial term against the image and feature terms, which are 0")
 	case c.DWarmup < 0:
 		return fmt.Errorf("--d-warmup %d: must not be negative", c.DWarmup)
 	case c.Weights.Of(TermMatch) > 0 && c.Weights.Of(TermAdv) <= 0:
 		return errors.New("--lambda-match compares D's activations: it needs --lambda-adv above 0, which trains D")
-	case c.LRDecay < 0 || c.LRDecay > c.Steps:
-		return fmt.Errorf("--lr-decay %d: must be between 0 and --steps (%d)", c.LRDecay, c.Steps)
+	case c.LRDecay < 0:
+		return fmt.Errorf("--lr-decay %d: must not be negative", c.LRDecay)
 	case c.Discriminator != "" && c.Discriminator != DiscriminatorImage && c.Discriminator != DiscriminatorPatch:
 		return fmt.Errorf("--discriminator %q: have %s, %s", c.Discriminator, DiscriminatorImage, DiscriminatorPatch)
 	case c.Discriminator == DiscriminatorPatch && c.Task != TaskAutoencoder && c.Task != TaskVAE:
@@ -482,6 +482,9 @@ func ParseConfig(b []byte) (Config, error) {
 	}
 	cfg := DefaultsFor(head.Task)
 	cfg.Layout, cfg.DataStream, cfg.Upsample = "", 0, ""
+	// Omitted when empty: a run without them had none, whatever today's
+	// default ("" is the fixed weight).
+	cfg.AdvWeight, cfg.DWarmup, cfg.LRDecay = "", 0, 0
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return Config{}, err
 	}

@@ -53,6 +53,14 @@ func TestValidate(t *testing.T) {
 	}{
 		{"defaults", func(*Config) {}, ""},
 		{"se baseline", func(c *Config) { c.Weights.Set(TermFeat, 0); c.Weights.Set(TermAdv, 0) }, ""},
+		{"the autoencoder's defaults", func(c *Config) { *c = DefaultsFor(TaskAutoencoder); c.Data = []string{"photos"} }, ""},
+		{"the VAE's defaults", func(c *Config) { *c = DefaultsFor(TaskVAE); c.Data = []string{"photos"} }, ""},
+		{"se baseline on the autoencoder's defaults", func(c *Config) {
+			*c = DefaultsFor(TaskAutoencoder)
+			c.Data = []string{"photos"}
+			c.Weights.Set(TermFeat, 0)
+			c.Weights.Set(TermAdv, 0)
+		}, ""},
 		{"no data", func(c *Config) { c.Data = nil }, "--data"},
 		{"size 48", func(c *Config) { c.Size = 48 }, "power of two"},
 		{"size 8", func(c *Config) { c.Size = 8 }, "power of two"},
@@ -83,7 +91,7 @@ func TestValidate(t *testing.T) {
 		{"adaptive adversarial weight", func(c *Config) { c.AdvWeight, c.DWarmup = AdvAdaptive, 300 }, ""},
 		{"run from before --adv-weight", func(c *Config) { c.AdvWeight = "" }, ""},
 		{"unknown adversarial weighting", func(c *Config) { c.AdvWeight = "auto" }, "--adv-weight"},
-		{"adaptive without an adversarial term", func(c *Config) { c.AdvWeight = AdvAdaptive; c.Weights.Set(TermAdv, 0) }, "--lambda-adv"},
+		{"adaptive without an adversarial term: nothing to weigh", func(c *Config) { c.AdvWeight = AdvAdaptive; c.Weights.Set(TermAdv, 0) }, ""},
 		{"adaptive against nothing", func(c *Config) {
 			c.AdvWeight = AdvAdaptive
 			c.Weights.Set(TermImg, 0)
@@ -107,7 +115,7 @@ func TestValidate(t *testing.T) {
 		{"NaN beta2", func(c *Config) { c.Beta2 = math.NaN() }, "--beta2 NaN"},
 		{"learning-rate decay", func(c *Config) { c.LRDecay = c.Steps }, ""},
 		{"negative learning-rate decay", func(c *Config) { c.LRDecay = -1 }, "--lr-decay -1"},
-		{"decay longer than the run", func(c *Config) { c.LRDecay = c.Steps + 1 }, "--lr-decay"},
+		{"decay longer than the run", func(c *Config) { c.LRDecay = c.Steps + 1 }, ""},
 		{"patch discriminator", func(c *Config) { c.Discriminator = DiscriminatorPatch }, ""},
 		{"unknown discriminator", func(c *Config) { c.Discriminator = "pixel" }, "--discriminator"},
 		{"patch discriminator for an inversion", func(c *Config) {
@@ -158,7 +166,8 @@ func TestLearningRatesDecay(t *testing.T) {
 		{0, 1, 1}, {0, 10, 1},
 		{4, 1, 1}, {4, 6, 1}, {4, 7, 1}, {4, 8, 0.75}, {4, 10, 0.25},
 		{10, 1, 1}, {10, 10, 0.1},
-		{4, 11, 0.25}, // a resumed run that trains past --steps keeps the last rate
+		{4, 11, 0.25},                           // a resumed run that trains past --steps keeps the last rate
+		{20, 1, 1}, {20, 2, 0.9}, {20, 10, 0.1}, // longer than the run: all of it
 	}
 	for _, tc := range tests {
 		cfg := Config{Steps: 10, LRDecay: tc.decay}
@@ -204,34 +213,78 @@ func TestCheckResume(t *testing.T) {
 	}
 }
 
-// A run made before a setting existed reads as what it trained with then,
-// whatever today's default; a new run's config says its setting.
+// A run made before a setting existed, or whose config.json leaves it out
+// as empty, reads as what it trained with then, whatever today's default;
+// a new run's config says its setting.
 func TestConfigBeforeASetting(t *testing.T) {
 	old := []byte(`{"task":"autoencoder","data":["photos"],"size":64}`)
 	cases := []struct {
-		name        string
-		get         func(*Config) *string
-		then, other string
+		name  string
+		get   func(Config) any
+		then  any           // what a config without the key reads as
+		other func(*Config) // another value, which must round-trip
 	}{
-		{"layout", func(c *Config) *string { return &c.Layout }, LayoutChannelsLast, LayoutNCHW},
-		{"upsample", func(c *Config) *string { return &c.Upsample }, UpsampleDeconv, UpsampleResize},
+		{"layout", func(c Config) any { return c.Layout }, LayoutChannelsLast, func(c *Config) { c.Layout = LayoutNCHW }},
+		{"upsample", func(c Config) any { return c.Upsample }, UpsampleDeconv, func(c *Config) { c.Upsample = UpsampleResize }},
+		{"adv_weight", func(c Config) any { return c.AdvWeight }, "", func(c *Config) { c.AdvWeight = AdvAdaptive }},
+		{"d_warmup", func(c Config) any { return c.DWarmup }, int64(0), func(c *Config) { c.DWarmup = 7 }},
+		{"lr_decay", func(c Config) any { return c.LRDecay }, int64(0), func(c *Config) { c.LRDecay = 7 }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := ParseConfig(old)
-			if err != nil || *tc.get(&cfg) != tc.then {
-				t.Fatalf("a config without %s: %q, %v; want %q", tc.name, *tc.get(&cfg), err, tc.then)
+			if err != nil || tc.get(cfg) != tc.then {
+				t.Fatalf("a config without %s: %v, %v; want %v", tc.name, tc.get(cfg), err, tc.then)
 			}
-			*tc.get(&cfg) = tc.other
+			tc.other(&cfg)
+			want := tc.get(cfg)
 			b, err := json.Marshal(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			back, err := ParseConfig(b)
-			if err != nil || *tc.get(&back) != tc.other {
-				t.Fatalf("round trip: %q, %v", *tc.get(&back), err)
+			if err != nil || tc.get(back) != want {
+				t.Fatalf("round trip: %v, %v; want %v", tc.get(back), err, want)
 			}
 		})
+	}
+}
+
+// A new autoencoder run's default decay covers a fifth of its steps,
+// whatever --steps says; a decay given by its flag is kept; the other
+// tasks' rates stay constant.
+func TestDefaultDecayFollowsSteps(t *testing.T) {
+	cases := []struct {
+		task      string
+		steps     int64
+		given     bool
+		decay     int64
+		wantDecay int64
+	}{
+		{TaskAutoencoder, 1500, false, 0, 300},
+		{TaskAutoencoder, 3000, false, 0, 600},
+		{TaskVAE, 3000, false, 0, 0},
+		{TaskAutoencoder, 1500, true, 7, 7},
+		{TaskAutoencoder, 1500, true, 0, 0},
+		{TaskInversion, 1500, false, 0, 0},
+	}
+	for _, tc := range cases {
+		cfg := DefaultsFor(tc.task)
+		cfg.Data, cfg.Steps = []string{"photos"}, tc.steps
+		if tc.task == TaskInversion {
+			cfg.Target, cfg.Layer = "alexnet-random", "conv2"
+		}
+		if tc.given {
+			cfg.LRDecay = tc.decay
+		}
+		req := Request{Given: func(f string) bool { return tc.given && f == "lr-decay" || f == "steps" }}
+		got, err := Resolve(cfg, req, pretrained.Store{}, nil, discardLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.LRDecay != tc.wantDecay {
+			t.Errorf("%s, %d steps, --lr-decay given %v: decay %d, want %d", tc.task, tc.steps, tc.given, got.LRDecay, tc.wantDecay)
+		}
 	}
 }
 

@@ -141,6 +141,10 @@ func fresh(cfg Config, req Request, store pretrained.Store, log *slog.Logger) (C
 	if err := fitSides(&cfg, req, store, log); err != nil {
 		return cfg, err
 	}
+	// A default decay covers the same share of any run's steps.
+	if d := DefaultsFor(cfg.Task); !req.Given("lr-decay") && d.LRDecay > 0 {
+		cfg.LRDecay = d.LRDecay * cfg.Steps / d.Steps
+	}
 	if !req.PaperWeights {
 		return cfg, nil
 	}

@@ -22,10 +22,27 @@ type deepsimTask struct{ vae bool }
 // reconstruction terms.
 const DefaultKLWeight = 1e-3
 
+// The autoencoder's loss, the sweep's choice (README, under runner
+// ablate): the adversarial term weighed adaptively (VQGAN) once D's
+// warm-up is over, Adam's beta1 0.5 (DCGAN's), and rates that fall over
+// the run's last fifth (a new run's, from its --steps: fresh). The VAE
+// keeps the reference loss: with these its samples came out as blurred
+// blobs (README, the VAE).
+const (
+	DefaultAdaptiveAdv = 0.8
+	DefaultDWarmup     = 300
+	DefaultBeta1       = 0.5
+	LRDecayShare       = 5
+)
+
 func (t deepsimTask) defaults(c *Config) {
 	if t.vae {
 		c.KLWeight, c.KLWarmup = DefaultKLWeight, 500
+		return
 	}
+	c.Weights.Set(TermAdv, DefaultAdaptiveAdv)
+	c.AdvWeight, c.DWarmup, c.Beta1 = AdvAdaptive, DefaultDWarmup, DefaultBeta1
+	c.LRDecay = c.Steps / LRDecayShare
 }
 
 func (t deepsimTask) validate(c Config) error {

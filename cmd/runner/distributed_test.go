@@ -29,9 +29,14 @@ import (
 const dpSteps = 50
 
 // dpArgs is a tiny float64 run of task, 50 steps, logging every step.
+// D judges from the first step, as it does not by default before step 300,
+// so that its all-reduce is exercised; and the rates stay constant, so an
+// interrupted run's --steps cannot change its schedule (extra may say
+// otherwise: the last flag wins).
 func dpArgs(data, out, task string, extra ...string) []string {
 	return append([]string{"train", "--task", task, "--data", data, "--out", out,
 		"--size", "16", "--batch", "4", "--seed", "5", "--comparator", "exemplar:conv2",
+		"--adv-weight", "fixed", "--lambda-adv", "0.01", "--d-warmup", "0", "--lr-decay", "0",
 		"--precision", "float64", "--log-every", "1", "--steps", strconv.Itoa(dpSteps)}, extra...)
 }
 

@@ -78,7 +78,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	}
 	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate")
 	fs.Float64Var(&cfg.LRD, "lr-d", cfg.LRD, "D's Adam learning rate (0: --lr); a D that learns faster than G, as in TTUR")
-	fs.Int64Var(&cfg.LRDecay, "lr-decay", cfg.LRDecay, "over the run's last N steps every learning rate falls linearly towards 0 (0: constant)")
+	fs.Int64Var(&cfg.LRDecay, "lr-decay", cfg.LRDecay, "over the run's last N steps every learning rate falls linearly towards 0 (0: constant; not given, a new autoencoder run takes a fifth of --steps, the default's shown)")
 	fs.Float64Var(&cfg.Beta1, "beta1", cfg.Beta1, "Adam's first-moment decay, G's and D's (GANs often use 0.5)")
 	fs.Float64Var(&cfg.Beta2, "beta2", cfg.Beta2, "Adam's second-moment decay, G's and D's")
 	fs.Float64Var(&cfg.WeightDecay, "weight-decay", cfg.WeightDecay, "L2 weight decay, added to G's and D's gradients as the paper's Caffe did")
