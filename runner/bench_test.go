@@ -97,14 +97,18 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ReportMetric(float64(batches*b.N*cfg.Batch)/time.Since(start).Seconds(), "images/s")
 }
 
-// BenchmarkTrain measures training throughput of the default
-// configurations (64 px, batch 16, feature + adversarial + image loss with
-// the shipped comparator), data pipeline included.
+// BenchmarkTrain measures training throughput of the reference
+// configuration (64 px, batch 16, feature + adversarial + image loss with
+// the shipped comparator) and its variants, data pipeline included.
+// "adaptive" is the autoencoder's default loss after D's warm-up.
 func BenchmarkTrain(b *testing.B) {
 	core, _ := graphs.BLAS()
 	b.Logf("OpenBLAS kernel %q (OPENBLAS_CORETYPE=%q), %d CPUs", core, os.Getenv("OPENBLAS_CORETYPE"), runtime.NumCPU())
 	deconv := Defaults()
 	deconv.Upsample = UpsampleDeconv
+	adaptive := Defaults()
+	deepsimTask{}.defaults(&adaptive)
+	adaptive.DWarmup, adaptive.LRDecay = 0, 0
 	type benchCase struct {
 		name string
 		cfg  Config
@@ -113,6 +117,7 @@ func BenchmarkTrain(b *testing.B) {
 		{"autoencoder", Defaults()},
 		{"vae", DefaultsFor(TaskVAE)},
 		{"autoencoder-deconv", deconv},
+		{"autoencoder-adaptive", adaptive},
 	}
 	if hasBF16(cpuFlags()) {
 		bf16 := Defaults()

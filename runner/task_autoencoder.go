@@ -26,8 +26,8 @@ const DefaultKLWeight = 1e-3
 // ablate): the adversarial term weighed adaptively (VQGAN) once D's
 // warm-up is over, Adam's beta1 0.5 (DCGAN's), and rates that fall over
 // the run's last fifth (a new run's, from its --steps: fresh). The VAE
-// keeps the reference loss: with these its samples came out as blurred
-// blobs (README, the VAE).
+// keeps the reference loss: these flags did not make its samples sharper
+// (README, under runner ablate).
 const (
 	DefaultAdaptiveAdv = 0.8
 	DefaultDWarmup     = 300
