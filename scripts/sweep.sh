@@ -13,10 +13,17 @@ threads=${THREADS:-1}
 seed=${SEED:-1}
 photos=${PHOTOS:-/usr/share/backgrounds /usr/share/wallpapers}
 
-# name, then the flags that make it; everything else is the demo's.
+# name, then the flags that make it, beside the reference configuration
+# (the paper's optimiser, the adversarial term fixed at 0.01 from the first
+# step, constant rates: the default before this sweep chose one), which
+# every run names in full so that the rows mean what they meant when run;
+# everything else is the demo's. adaptive-warm-b05-decay300 is today's
+# default at the demo's 1500 steps.
+reference="--adv-weight fixed --lambda-adv 0.01 --d-warmup 0 --beta1 0.9 --lr-decay 0"
 configs=(
 	"se|--lambda-feat 0 --lambda-adv 0 --lambda-img 1"
-	"default|"
+	"reference|"
+	"se-b05-decay300|--lambda-feat 0 --lambda-adv 0 --lambda-img 1 --beta1 0.5 --lr-decay 300"
 	"adv0.1|--lambda-adv 0.1"
 	"adv0.3|--lambda-adv 0.3"
 	"paper|--lambda-feat 1 --lambda-img 1.09 --lambda-adv 0.54"
@@ -52,6 +59,10 @@ configs=(
 	"exemplar-adaptive-warm-b05-decay|--comparator exemplar:conv2 --adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --beta1 0.5 --lr-decay 750"
 	"adaptive-warm-b05-decay-lr5e-4|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --beta1 0.5 --lr-decay 750 --lr 0.0005"
 	"adaptive-warm-b05-decay-lr1e-3|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --beta1 0.5 --lr-decay 750 --lr 0.001"
+	"adaptive-warm-b05-decay300|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --beta1 0.5 --lr-decay 300"
+	"adaptive1.2-warm-b05-decay|--adv-weight adaptive --lambda-adv 1.2 --d-warmup 300 --beta1 0.5 --lr-decay 750"
+	"deep-adaptive-warm-b05-decay|--comparator mobilenetv2:block_6_expand_relu --comparator-size 64 --adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --beta1 0.5 --lr-decay 750"
+	"adaptive-warm-b05-decay150|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --beta1 0.5 --lr-decay 150"
 	"adaptive-warm-b05-decay-match1|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --beta1 0.5 --lr-decay 750 --lambda-match 1"
 	"cmp128|--comparator mobilenetv2:block_3_expand_relu --comparator-size 128"
 	"cmp128-adaptive-warm-b05-ema|--comparator mobilenetv2:block_3_expand_relu --comparator-size 128 --adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --beta1 0.5 --ema 0.999"
@@ -79,7 +90,7 @@ for c in "${configs[@]}"; do
 	# shellcheck disable=SC2086 # flags are words
 	"$runner" train --task autoencoder --data "$out/split/train" --heldout "$out/split/heldout" --out "$run" \
 		--steps "$steps" --batch 16 --size 64 --seed "$seed" --upsample resize --threads "$threads" \
-		--checkpoint-every 500 --log-every 10 $flags >"$run.log" 2>&1
+		--checkpoint-every 500 --log-every 10 $reference $flags >"$run.log" 2>&1
 	inc=$("$runner" eval --run "$run" --data "$out/split/heldout" --n 256 --json --judge inceptionv3 2>>"$run.log")
 	mob=$("$runner" eval --run "$run" --data "$out/split/heldout" --n 256 --json --judge mobilenetv2 2>>"$run.log")
 	row=$(jq -r --argjson m "$mob" '[.psnr, .ssim, .sharpness_ratio, .perceptual_distance, $m.perceptual_distance, .feature_error_pct, .grid_ratio] | map(if type == "number" then (. * 1000 | round / 1000) else . end) | @tsv' <<<"$inc")
