@@ -42,13 +42,6 @@ char* ds_state_dict_check(const char* path, const char* arch, char** arch_out) {
   });
 }
 
-char* ds_random_state_dict(const char* arch, int64_t seed, char** buf,
-                           int64_t* len) {
-  *buf = nullptr;
-  *len = 0;
-  return guarded([&] { deepsim::to_malloc(deepsim::random_state_dict(arch, seed), buf, len); });
-}
-
 // ---- trained models ----
 
 char* ds_model_new(const ds_config* cfg, ds_comparator* comp, ds_comparator* target,

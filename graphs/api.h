@@ -63,7 +63,6 @@ void comparator_distance(ds_comparator& c, const float* a, const float* b, int64
                          int64_t h, int64_t w, double* out);
 // Checks a state dict file against arch ("" detects it) and returns arch.
 std::string check_state_dict(const std::string& path, std::string arch);
-std::vector<char> random_state_dict(const std::string& arch, int64_t seed);
 
 // ---- model.hpp ----
 
@@ -79,13 +78,19 @@ void decode(ds_model& m, const float* z, int64_t n, int64_t zh, int64_t zw,
             float* out);
 void feature_shape(ds_model& m, int64_t shape[3]);
 void invert(ds_model& m, const float* f, int64_t n, float* out);
+int64_t num_params(ds_model& m);
+int64_t join_group(ds_model& m, ds_group& g, int64_t step);
+
+// ---- checkpoint.hpp ----
+
 std::vector<char> save_model(ds_model& m, int64_t step);
 int64_t load_model(ds_model& m, const char* buf, int64_t len);
 std::vector<char> export_comparator(ds_model& m);
-int64_t num_params(ds_model& m);
+
+// ---- selftest.hpp ----
+
 void upconv_check(int64_t in, int64_t out, int64_t n, int64_t h, int64_t w, int64_t seed,
                   bool channels_last, double err[4]);
-int64_t join_group(ds_model& m, ds_group& g, int64_t step);
 
 // ---- distributed.hpp ----
 
@@ -96,6 +101,9 @@ int group_rank(const ds_group& g);
 std::vector<char> broadcast_bytes(ds_group& g, std::vector<char> bytes);
 bool group_same(ds_group& g, int64_t value);
 void group_stats(const ds_group& g, double* seconds, int64_t* calls);
+
+// ---- device.hpp ----
+
 void set_num_threads(int32_t n);
 int32_t num_threads();
 

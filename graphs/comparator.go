@@ -203,17 +203,3 @@ func CheckStateDict(path, arch string) (string, error) {
 	defer C.ds_free(unsafe.Pointer(out))
 	return C.GoString(out), nil
 }
-
-// RandomStateDict returns random weights for an architecture as a state
-// dict in torch.save's format, with torchvision's key names for AlexNet and
-// VGG16.
-func RandomStateDict(arch string, seed int64) ([]byte, error) {
-	ca := C.CString(arch)
-	defer C.free(unsafe.Pointer(ca))
-	var buf *C.char
-	var n C.int64_t
-	if err := errorFrom("random state dict", C.ds_random_state_dict(ca, C.int64_t(seed), &buf, &n)); err != nil {
-		return nil, err
-	}
-	return takeBytes(buf, n), nil
-}

@@ -464,17 +464,4 @@ std::string check_state_dict(const std::string& path, std::string arch) {
   return a.name;
 }
 
-std::vector<char> random_state_dict(const std::string& arch, int64_t seed) {
-  const Arch& a = find_arch(arch);
-  torch::manual_seed(seed);
-  auto net = a.build(1000);
-  random_init(*net);
-  TensorDict dict;
-  for (const auto& p : net->named_parameters()) {
-    if (a.features_only && p.key().rfind("features.", 0) != 0) continue;
-    dict.insert(p.key(), p.value().detach());
-  }
-  return dict_to_bytes(dict);
-}
-
 }  // namespace deepsim

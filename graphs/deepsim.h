@@ -130,11 +130,6 @@ char *ds_comparator_distance(ds_comparator *c, const float *a, const float *b,
  * the architecture it fits. */
 char *ds_state_dict_check(const char *path, const char *arch, char **arch_out);
 
-/* A state dict of random weights in the architecture's layout (for
- * alexnet/vgg16, torchvision's key names), in torch.save's format. */
-char *ds_random_state_dict(const char *arch, int64_t seed, char **buf,
-                           int64_t *len);
-
 /* ---- trained models ---- */
 
 enum ds_task {
@@ -157,11 +152,11 @@ enum ds_precision { DS_PRECISION_FLOAT32 = 0, DS_PRECISION_BF16 = 1, DS_PRECISIO
  * which is faster depends on the machine (runner measures it). */
 enum ds_layout { DS_LAYOUT_CHANNELS_LAST = 0, DS_LAYOUT_NCHW = 1 };
 
-enum { DS_MAX_TERMS = 8, DS_NAME_LEN = 24 };
+enum { DS_NAME_LEN = 24 };
 
 /* A named value: a loss weight by the name the step looks it up under
- * ("feat", "adv", "img"; one the config does not name is 0), or a term a
- * step logged ("loss_feat", "kl", "train_acc"). */
+ * ("feat", "adv", "img", "match"; one the config does not name is 0), or a
+ * term a step logged ("loss_feat", "kl", "accuracy"). */
 typedef struct {
   char name[DS_NAME_LEN];
   double value;
@@ -184,7 +179,7 @@ typedef struct {
    * the whole crop. */
   int32_t patch_discriminator;
   int32_t n_weights;
-  ds_term weights[DS_MAX_TERMS];
+  const ds_term *weights; /* n_weights of them, read while building */
   double lr;
   double lr_d; /* D's learning rate; 0: lr */
   double beta1;
@@ -219,9 +214,10 @@ typedef struct {
 
 /* What a step measured: n_terms named values (losses before weighting,
  * accuracies) in the order the step logged them, plus whether the
- * balancing rule let G and D learn on the step. */
+ * balancing rule let G and D learn on the step. terms is malloc'd: the
+ * caller frees it with ds_free, also when the step fails. */
 typedef struct {
-  ds_term terms[DS_MAX_TERMS];
+  ds_term *terms;
   int32_t n_terms;
   int32_t updated_g;
   int32_t updated_d;

@@ -2,11 +2,17 @@
 // engine's parts share. They are compiled as one translation unit,
 // engine.cpp, which includes them in this order:
 //
+//   device.hpp       where the engine runs: device, autocast, allocator,
+//                    threads
 //   statedict.hpp    state dicts and Adam state in torch.save's format
 //   comparators.hpp  the architecture registry and the comparators
 //   distributed.hpp  data-parallel training: the c10d process group
-//   model.hpp        the trained networks: tasks, train steps, inference,
-//                    checkpoints
+//   losses.hpp       the DeePSiM loss terms, each a function
+//   update.hpp       the one update: backward passes, all-reduce, optimiser
+//                    steps, the moving average, balancing
+//   tasks.hpp        each task: its networks, its step, its inference
+//   model.hpp        the C ABI's model functions, over the task
+//   checkpoint.hpp   save and load
 //
 // abi.cpp, the extern "C" functions of deepsim.h in its order, is compiled
 // on its own without libtorch's heavy headers (api.h). The networks are in
@@ -32,10 +38,10 @@ namespace deepsim {
 using Named = std::vector<std::pair<std::string, torch::Tensor>>;
 using TensorDict = c10::Dict<std::string, torch::Tensor>;
 
-inline torch::Device best_device() {
-  return torch::cuda::is_available() ? torch::Device(torch::kCUDA)
-                                     : torch::Device(torch::kCPU);
-}
+// ---- device.hpp ----
+
+// The device the engine computes on: the one place a GPU path would change.
+torch::Device best_device();
 
 // n images of h x w from Go memory, on dev. from_blob does not copy: the Go
 // buffer outlives this call's use of it.
@@ -103,27 +109,61 @@ struct ds_comparator {
   torch::Device device{torch::kCPU};
 };
 
-// The trained networks of one run, their optimizers and the state of their
-// training. Which networks exist depends on the task; the step function is
-// chosen once, when the model is built.
-struct ds_model {
-  ds_config cfg;
-  torch::Device device{torch::kCPU};
+namespace deepsim {
 
-  // Autoencoder and VAE. The VAE's encoder gives 2 x code_channels: the
-  // posterior's mean, then its log-variance.
-  deepsim::Encoder enc{nullptr};
-  deepsim::Generator gen{nullptr};
-  deepsim::Discriminator disc{nullptr};
-  std::shared_ptr<deepsim::Comparator> comp;
-  // Inversion: the fixed network whose features G inverts, their shape
-  // (C, H, W), G, and D that also sees the features.
-  std::shared_ptr<deepsim::Comparator> target;
-  std::vector<int64_t> feature_shape;
-  deepsim::InversionGenerator inv{nullptr};
-  deepsim::ConditionalDiscriminator cdisc{nullptr};
-  // Comparator task: the Exemplar-CNN with its surrogate-class head.
-  deepsim::FeatureNet net{nullptr};
+// Named values a step measured, in the order it logged them.
+using Logged = std::vector<std::pair<std::string, double>>;
+
+// What one training step reports (ds_step_log, before it crosses the ABI).
+struct StepLog {
+  Logged terms;
+  bool updated_g = false, updated_d = false;
+  bool stop = false;  // some process of the group asked to stop
+};
+
+// A task: the networks it trains, its step and its inference. A new task
+// is a subclass in tasks.hpp and a case in make_task. What a task cannot
+// do throws, with the message a user sees.
+class Task {
+ public:
+  virtual ~Task() = default;
+  // One optimisation step on x, this process's rows of the batch.
+  virtual void step(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
+                    StepLog& out) = 0;
+  // The parameters opt_g trains (G's, and E's) and opt_d trains (D's), by
+  // checkpoint name; the moving average follows g_params' order.
+  virtual Named g_params() = 0;
+  virtual Named d_params() { return {}; }
+  // Inference, in eval mode and without autograd (the caller's guard):
+  // images from images, codes from images, images from n codes of
+  // code_channels x zh x zw or from n features of feature_shape, in Go's
+  // memory.
+  virtual torch::Tensor reconstruct(ds_model& m, const torch::Tensor& x);
+  virtual torch::Tensor encode(ds_model& m, const torch::Tensor& x);
+  virtual torch::Tensor decode(ds_model& m, const float* z, int64_t n, int64_t zh, int64_t zw);
+  virtual std::vector<int64_t> feature_shape();
+  virtual torch::Tensor invert(ds_model& m, const float* f, int64_t n);
+  // The comparator task's held-out measures and its exported features.
+  virtual void evaluate(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
+                        StepLog& out);
+  virtual TensorDict export_comparator();
+  // State beyond weights that a checkpoint keeps (the VAE's noise).
+  virtual void save_state(TensorDict&) {}
+  virtual void load_state(const TensorDict&) {}
+  // Whether the task trains as a data-parallel group; why not, if not.
+  virtual const char* single_process_only() const { return nullptr; }
+};
+
+}  // namespace deepsim
+
+// The trained networks of one run, their optimizers and the state of their
+// training. The task holds the networks; the model holds what every task
+// shares.
+struct ds_model {
+  ds_config cfg;  // weights point nowhere after building: see weight()
+  std::vector<std::pair<std::string, double>> weights;
+  torch::Device device{torch::kCPU};
+  std::unique_ptr<deepsim::Task> task;
   // opt_g trains E and G (or the Exemplar-CNN), opt_d trains D.
   std::unique_ptr<torch::optim::Adam> opt_g, opt_d;
   // With cfg.ema, the moving average of opt_g's parameters, in g_params'
@@ -131,18 +171,11 @@ struct ds_model {
   std::vector<torch::Tensor> ema;
   int64_t ema_updates = 0;
 
-  // The task's step.
-  void (*step)(ds_model& m, const torch::Tensor& x, const ds_step_input& in,
-               ds_step_log* out) = nullptr;
-
-  // Discriminator balancing (see model.hpp): D pauses when it wins too
+  // Discriminator balancing (see update.hpp): D pauses when it wins too
   // easily and G pauses when D is hopelessly behind.
   bool train_d = true;
   bool train_g = true;
   int steps_since_trim = 0;
-  // Draws the VAE's reparameterisation noise; its state is checkpointed so
-  // that a resumed run draws what the uninterrupted one would have.
-  at::Generator noise = at::detail::createCPUGenerator();
   // This process's rows of the global batch and the dropout generator.
   std::shared_ptr<deepsim::BatchRows> rows = std::make_shared<deepsim::BatchRows>();
 
@@ -154,9 +187,8 @@ struct ds_model {
 
   // The weight the config gives a loss term, 0 when it names none.
   double weight(const char* name) const {
-    for (int32_t i = 0; i < cfg.n_weights; i++)
-      if (std::strncmp(cfg.weights[i].name, name, DS_NAME_LEN) == 0)
-        return cfg.weights[i].value;
+    for (const auto& [n, v] : weights)
+      if (n == name) return v;
     return 0;
   }
 };

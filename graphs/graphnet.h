@@ -186,6 +186,29 @@ class GraphNetImpl : public torch::nn::Module {
     throw std::invalid_argument("unknown activation " + std::to_string(act));
   }
 
+  // Keras' ReLU: max_value above it, x from threshold up, and
+  // negative_slope * (x - threshold) below.
+  static torch::Tensor relu(const ds_layer& l, const torch::Tensor& x) {
+    torch::Tensor y;
+    if (l.negative_slope == 0 && l.threshold == 0)
+      y = l.max_value >= 0 ? torch::clamp(x, 0, l.max_value) : torch::relu(x);
+    else
+      y = torch::where(x >= l.threshold, x, l.negative_slope * (x - l.threshold));
+    if (l.max_value >= 0) y = torch::clamp_max(y, l.max_value);
+    return y;
+  }
+
+  // Keras' average pooling: padded cells do not count, so the sum is
+  // divided by the share of real ones.
+  torch::Tensor avg_pool(const ds_layer& l, const torch::Tensor& x) const {
+    auto p = padding(l, x);
+    std::vector<int64_t> k = {l.kernel[0], l.kernel[1]}, s = {l.stride[0], l.stride[1]};
+    auto y = torch::avg_pool2d(pad(x, p), k, s);
+    if (p == std::array<int64_t, 4>{0, 0, 0, 0}) return y;
+    auto ones = torch::ones({1, 1, x.size(2), x.size(3)}, x.options());
+    return y / torch::avg_pool2d(pad(ones, p), k, s);
+  }
+
   torch::Tensor apply(int32_t i, const torch::Tensor& image,
                       const std::vector<torch::Tensor>& out) const {
     const auto& l = layers_[i];
@@ -215,17 +238,9 @@ class GraphNetImpl : public torch::nn::Module {
         y = torch::batch_norm(in(0), t.weight, t.bias, t.mean, t.var, /*training=*/false,
                               0.0, l.epsilon, /*cudnn_enabled=*/false);
         break;
-      case DS_OP_RELU: {
-        // Keras: max_value above it, x from threshold up, and
-        // negative_slope * (x - threshold) below.
-        const auto& x = in(0);
-        if (l.negative_slope == 0 && l.threshold == 0)
-          y = l.max_value >= 0 ? torch::clamp(x, 0, l.max_value) : torch::relu(x);
-        else
-          y = torch::where(x >= l.threshold, x, l.negative_slope * (x - l.threshold));
-        if (l.max_value >= 0) y = torch::clamp_max(y, l.max_value);
+      case DS_OP_RELU:
+        y = relu(l, in(0));
         break;
-      }
       case DS_OP_ACTIVATION:
       case DS_OP_IDENTITY:
         y = in(0);
@@ -246,18 +261,9 @@ class GraphNetImpl : public torch::nn::Module {
                               {l.kernel[0], l.kernel[1]}, {l.stride[0], l.stride[1]});
         break;
       }
-      case DS_OP_AVG_POOL: {
-        const auto& x = spatial(in(0));
-        auto p = padding(l, x);
-        std::vector<int64_t> k = {l.kernel[0], l.kernel[1]}, s = {l.stride[0], l.stride[1]};
-        y = torch::avg_pool2d(pad(x, p), k, s);
-        if (p != std::array<int64_t, 4>{0, 0, 0, 0}) {
-          // Padded cells do not count: divide by the share of real ones.
-          auto ones = torch::ones({1, 1, x.size(2), x.size(3)}, x.options());
-          y = y / torch::avg_pool2d(pad(ones, p), k, s);
-        }
+      case DS_OP_AVG_POOL:
+        y = avg_pool(l, spatial(in(0)));
         break;
-      }
       case DS_OP_GLOBAL_AVG_POOL:
         y = spatial(in(0)).mean({2, 3});
         break;

@@ -80,7 +80,7 @@ type Config struct {
 	// (PatchGAN) instead of the whole crop.
 	PatchD bool
 	// Weights are the loss terms' weights by the names the step looks them
-	// up under ("feat", "adv", "img"); a term without one is off.
+	// up under ("feat", "adv", "img", "match"); a term without one is off.
 	Weights      map[string]float64
 	LR           float64
 	LRD          float64 // D's learning rate; 0: LR
@@ -154,24 +154,25 @@ func NewModel(cfg Config, comp, target *Comparator) (*Model, error) {
 		ema:                 C.double(cfg.EMA),
 		seed:                C.int64_t(cfg.Seed),
 	}
-	if len(cfg.Weights) > C.DS_MAX_TERMS {
-		return nil, fmt.Errorf("build model: %d loss weights, at most %d", len(cfg.Weights), C.DS_MAX_TERMS)
-	}
 	names := make([]string, 0, len(cfg.Weights))
 	for name := range cfg.Weights {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	// C memory: cgo forbids passing a Go pointer inside a struct.
+	weights := (*C.ds_term)(C.calloc(C.size_t(max(len(names), 1)), C.size_t(unsafe.Sizeof(C.ds_term{}))))
+	defer C.free(unsafe.Pointer(weights))
 	for i, name := range names {
 		if len(name) >= C.DS_NAME_LEN {
 			return nil, fmt.Errorf("build model: loss weight name %q is too long", name)
 		}
-		w := &c.weights[i]
+		w := (*C.ds_term)(unsafe.Add(unsafe.Pointer(weights), i*int(unsafe.Sizeof(C.ds_term{}))))
 		for j := range len(name) {
 			w.name[j] = C.char(name[j])
 		}
 		w.value = C.double(cfg.Weights[name])
 	}
+	c.weights = weights
 	c.n_weights = C.int32_t(len(names))
 	var cp, tp *C.ds_comparator
 	for _, x := range []struct {
@@ -287,7 +288,7 @@ func (m *Model) step(op string, train bool, s Step) (StepLog, error) {
 	if s.Stop {
 		in.stop = 1
 	}
-	if m.cfg.Task == ComparatorTask {
+	if labels != nil {
 		if len(labels) != n {
 			return StepLog{}, fmt.Errorf("%s: %d labels for %d images", op, len(labels), n)
 		}
@@ -301,6 +302,7 @@ func (m *Model) step(op string, train bool, s Step) (StepLog, error) {
 	} else {
 		msg = C.ds_model_evaluate(m.ptr, &in, &l)
 	}
+	defer C.ds_free(unsafe.Pointer(l.terms))
 	if m.group != nil {
 		op = m.group.op(op)
 	}
@@ -308,8 +310,10 @@ func (m *Model) step(op string, train bool, s Step) (StepLog, error) {
 		return StepLog{}, err
 	}
 	out := StepLog{UpdatedG: l.updated_g != 0, UpdatedD: l.updated_d != 0, Stop: l.stop != 0}
-	for _, t := range l.terms[:min(int(l.n_terms), len(l.terms))] {
-		out.Terms = append(out.Terms, Term{Name: C.GoString(&t.name[0]), Value: float64(t.value)})
+	if l.n_terms > 0 {
+		for _, t := range unsafe.Slice(l.terms, int(l.n_terms)) {
+			out.Terms = append(out.Terms, Term{Name: C.GoString(&t.name[0]), Value: float64(t.value)})
+		}
 	}
 	return out, nil
 }
