@@ -4,8 +4,6 @@ import (
 	"image"
 	"math"
 	"math/rand/v2"
-
-	"github.com/disintegration/imaging"
 )
 
 // CropOptions controls how training crops are cut.
@@ -16,22 +14,6 @@ type CropOptions struct {
 	// side. Scales are drawn log-uniformly in between, so fine and coarse
 	// detail are equally likely.
 	MinScale float64
-	Flip     bool // random horizontal flips
-}
-
-// RandomCrop cuts one square region at a random scale and position from img,
-// flips it at random and resizes it to opt.Size.
-func RandomCrop(rng *rand.Rand, img *image.NRGBA, opt CropOptions) *image.NRGBA {
-	b := img.Bounds()
-	r := DrawCrop(rng, b.Dx(), b.Dy(), opt).Add(b.Min)
-	crop := imaging.Crop(img, r)
-	if r.Dx() != opt.Size {
-		crop = imaging.Resize(crop, opt.Size, opt.Size, imaging.Linear)
-	}
-	if opt.Flip && rng.IntN(2) == 1 {
-		crop = imaging.FlipH(crop)
-	}
-	return crop
 }
 
 // DrawCrop draws the square region of a crop of a w x h image: its side

@@ -18,6 +18,7 @@ import (
 
 	"github.com/deepsim/deepsim/internal/testimages"
 	"github.com/deepsim/deepsim/internal/turbojpeg"
+	"github.com/disintegration/imaging"
 )
 
 func TestOrderEpochs(t *testing.T) {
@@ -148,7 +149,7 @@ func TestJPEGCropMatchesWholeImageCrop(t *testing.T) {
 	for p := range int64(crops) {
 		got := l.Crop(0, 9, p, true)
 		rng := rand.New(rand.NewPCG(9, uint64(p)<<4))
-		want := RandomCrop(rng, whole, CropOptions{Size: opt.Size, MinScale: opt.MinScale, Flip: true})
+		want := policyCrop(rng, whole, CropOptions{Size: opt.Size, MinScale: opt.MinScale})
 		var diff float64
 		for i := range got.Pix {
 			diff += math.Abs(float64(got.Pix[i]) - float64(want.Pix[i]))
@@ -549,4 +550,20 @@ func TestCache(t *testing.T) {
 			}
 		})
 	}
+}
+
+// policyCrop is the crop policy written out whole, which the loader's
+// crops must follow: one square region at a random scale and position from
+// img (DrawCrop), resized to opt.Size, then flipped at random.
+func policyCrop(rng *rand.Rand, img *image.NRGBA, opt CropOptions) *image.NRGBA {
+	b := img.Bounds()
+	r := DrawCrop(rng, b.Dx(), b.Dy(), opt).Add(b.Min)
+	crop := imaging.Crop(img, r)
+	if r.Dx() != opt.Size {
+		crop = imaging.Resize(crop, opt.Size, opt.Size, imaging.Linear)
+	}
+	if rng.IntN(2) == 1 {
+		crop = imaging.FlipH(crop)
+	}
+	return crop
 }

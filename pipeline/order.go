@@ -50,6 +50,3 @@ func mix(z uint64) uint64 {
 	z = (z ^ z>>27) * 0x94d049bb133111eb
 	return z ^ z>>31
 }
-
-// Epoch is how many epochs the first p positions cover.
-func (o Order) Epoch(p int64) float64 { return float64(p) / float64(o.n) }
