@@ -70,7 +70,7 @@ func Ablate(ctx context.Context, opt AblateOptions) ([]AblationRow, error) {
 		log = slog.Default()
 	}
 	if len(opt.Heldout) == 0 {
-		return nil, fmt.Errorf("ablate needs --heldout images to evaluate on")
+		return nil, fmt.Errorf("ablate needs held-out images to evaluate on")
 	}
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, err

@@ -56,7 +56,7 @@ func benchModel(b *testing.B, cfg Config) *graphs.Model {
 		b.Fatal(err)
 	}
 	defer comp.Close()
-	model, err := graphs.NewModel(cfg.Graph(), comp, nil)
+	model, err := graphs.NewModel(cfg.Engine(), comp, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -195,7 +195,7 @@ const TrainedComparator = "mobilenetv2:block_3_expand_relu"
 // compare with TrainedComparator when store holds its network, and says
 // whether it did.
 func PreferTrainedComparator(c *Config, store pretrained.Store) bool {
-	if c.Task != TaskAutoencoder && c.Task != TaskVAE {
+	if t, err := taskNamed(c.Task); err != nil || !t.trainedComparator() {
 		return false
 	}
 	s, err := pretrained.Parse(TrainedComparator)
@@ -291,20 +291,14 @@ func (c Config) TargetSide() int {
 	return c.Size
 }
 
-// ComparatorSpec is the effective comparator spec: Comparator, with Layer
-// appended when the spec names no layer. An inversion's Layer is its
-// target's, and its comparator is by default the target at that layer.
+// ComparatorSpec is the effective comparator spec, as the task reads it:
+// Comparator, with Layer appended when the spec names no layer.
 func (c Config) ComparatorSpec() string {
-	if c.Task == TaskInversion {
-		if c.Comparator == "" {
-			return c.TargetSpec()
-		}
+	t, err := taskNamed(c.Task)
+	if err != nil {
 		return c.Comparator
 	}
-	if c.Layer != "" && !strings.Contains(c.Comparator, ":") {
-		return c.Comparator + ":" + c.Layer
-	}
-	return c.Comparator
+	return t.comparatorSpec(c)
 }
 
 // maxWeight bounds a loss weight: far above any that trains (the paper's
@@ -319,71 +313,69 @@ func (c Config) Validate() error {
 		return err
 	}
 	for i, t := range LossTerms {
-		if err := checkWeight(t.Flag(), c.Weights[i]); err != nil {
+		if err := checkWeight(t.Key(), c.Weights[i]); err != nil {
 			return err
 		}
 	}
-	if err := checkWeight("kl-weight", c.KLWeight); err != nil {
+	if err := checkWeight("kl_weight", c.KLWeight); err != nil {
 		return err
 	}
 	switch {
 	case len(c.Data) == 0:
-		return errors.New("no --data folder given")
+		return errors.New("no training data given")
 	case math.IsNaN(c.LR) || c.LR <= 0 || c.LR > 1:
-		return fmt.Errorf("--lr %g: must be above 0 and at most 1", c.LR)
+		return fmt.Errorf("lr %g: must be above 0 and at most 1", c.LR)
 	case math.IsNaN(c.LRD) || c.LRD < 0 || c.LRD > 1:
-		return fmt.Errorf("--lr-d %g: must be between 0 (--lr) and 1", c.LRD)
+		return fmt.Errorf("lr_d %g: must be between 0 (lr) and 1", c.LRD)
 	case math.IsNaN(c.WeightDecay) || c.WeightDecay < 0 || c.WeightDecay > 1:
-		return fmt.Errorf("--weight-decay %g: must be between 0 and 1", c.WeightDecay)
+		return fmt.Errorf("weight_decay %g: must be between 0 and 1", c.WeightDecay)
 	case math.IsNaN(c.EMA) || c.EMA < 0 || c.EMA >= 1:
-		return fmt.Errorf("--ema %g: must be at least 0 (none) and below 1", c.EMA)
+		return fmt.Errorf("ema %g: must be at least 0 (none) and below 1", c.EMA)
 	case c.EMA > 0 && !c.Generative():
-		return fmt.Errorf("--ema: a moving average of weights is for generators, not the %s task", c.Task)
+		return fmt.Errorf("ema: a moving average of weights is for generators, not the %s task", c.Task)
 	case math.IsNaN(c.Beta1) || c.Beta1 < 0 || c.Beta1 >= 1:
-		return fmt.Errorf("--beta1 %g: must be at least 0 and below 1", c.Beta1)
+		return fmt.Errorf("beta1 %g: must be at least 0 and below 1", c.Beta1)
 	case math.IsNaN(c.Beta2) || c.Beta2 < 0 || c.Beta2 >= 1:
-		return fmt.Errorf("--beta2 %g: must be at least 0 and below 1", c.Beta2)
+		return fmt.Errorf("beta2 %g: must be at least 0 and below 1", c.Beta2)
 	case c.Batch < 1:
-		return fmt.Errorf("--batch %d: must be at least 1", c.Batch)
+		return fmt.Errorf("batch %d: must be at least 1", c.Batch)
 	case c.Steps < 1:
-		return fmt.Errorf("--steps %d: must be at least 1", c.Steps)
+		return fmt.Errorf("steps %d: must be at least 1", c.Steps)
 	case c.LogEvery < 1 || c.CheckpointEvery < 1:
 		return errors.New("log and checkpoint intervals must be at least 1")
 	case c.Precision != PrecisionFloat32 && c.Precision != PrecisionBF16 && c.Precision != PrecisionFloat64:
-		return fmt.Errorf("--precision %q: have %s, %s, %s", c.Precision, PrecisionFloat32, PrecisionBF16, PrecisionFloat64)
+		return fmt.Errorf("precision %q: have %s, %s, %s", c.Precision, PrecisionFloat32, PrecisionBF16, PrecisionFloat64)
 	case c.Layout != LayoutChannelsLast && c.Layout != LayoutNCHW:
-		return fmt.Errorf("--layout %q: have %s, %s", c.Layout, LayoutChannelsLast, LayoutNCHW)
+		return fmt.Errorf("layout %q: have %s, %s", c.Layout, LayoutChannelsLast, LayoutNCHW)
 	case c.CacheMB < 0:
-		return fmt.Errorf("--cache-mb %d: must be at least 0", c.CacheMB)
+		return fmt.Errorf("cache_mb %d: must be at least 0", c.CacheMB)
 	case c.AdvWeight != "" && c.AdvWeight != AdvFixed && c.AdvWeight != AdvAdaptive:
-		return fmt.Errorf("--adv-weight %q: have %s, %s", c.AdvWeight, AdvFixed, AdvAdaptive)
+		return fmt.Errorf("adv_weight %q: have %s, %s", c.AdvWeight, AdvFixed, AdvAdaptive)
 	case c.AdvWeight == AdvAdaptive && c.Weights.Of(TermAdv) > 0 && c.Weights.Of(TermImg) <= 0 && c.Weights.Of(TermFeat) <= 0:
-		return errors.New("--adv-weight adaptive weighs the adversarial term against the image and feature terms, which are 0")
+		return errors.New("adv_weight adaptive weighs the adversarial term against the image and feature terms, which are 0")
 	case c.DWarmup < 0:
-		return fmt.Errorf("--d-warmup %d: must not be negative", c.DWarmup)
+		return fmt.Errorf("d_warmup %d: must not be negative", c.DWarmup)
 	case c.Weights.Of(TermMatch) > 0 && c.Weights.Of(TermAdv) <= 0:
-		return errors.New("--lambda-match compares D's activations: it needs --lambda-adv above 0, which trains D")
+		return errors.New("lambda_match compares D's activations: it needs lambda_adv above 0, which trains D")
 	case c.LRDecay < 0:
-		return fmt.Errorf("--lr-decay %d: must not be negative", c.LRDecay)
+		return fmt.Errorf("lr_decay %d: must not be negative", c.LRDecay)
 	case c.Discriminator != "" && c.Discriminator != DiscriminatorImage && c.Discriminator != DiscriminatorPatch:
-		return fmt.Errorf("--discriminator %q: have %s, %s", c.Discriminator, DiscriminatorImage, DiscriminatorPatch)
-	case c.Discriminator == DiscriminatorPatch && c.Task != TaskAutoencoder && c.Task != TaskVAE:
-		return fmt.Errorf("--discriminator patch is for --task %s and %s", TaskAutoencoder, TaskVAE)
+		return fmt.Errorf("discriminator %q: have %s, %s", c.Discriminator, DiscriminatorImage, DiscriminatorPatch)
 	case c.Precision == PrecisionBF16 && !hasBF16(cpuFlags()):
-		return errors.New("--precision bf16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); train in float32")
+		return errors.New("precision bf16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); train in float32")
 	}
 	return t.validate(c)
 }
 
-func checkWeight(flag string, v float64) error {
+func checkWeight(key string, v float64) error {
 	if math.IsNaN(v) || v < 0 || v > maxWeight {
-		return fmt.Errorf("--%s %g: must be between 0 and %g", flag, v, float64(maxWeight))
+		return fmt.Errorf("%s %g: must be between 0 and %g", key, v, float64(maxWeight))
 	}
 	return nil
 }
 
-// Graph is the engine's view of the configuration.
-func (c Config) Graph() graphs.Config {
+// Engine is the engine's view of the configuration.
+func (c Config) Engine() graphs.Config {
 	task := graphs.Task(-1) // an unknown task, which the engine refuses
 	if t, err := taskNamed(c.Task); err == nil {
 		task = t.engine()
@@ -513,9 +505,6 @@ var resumable = map[string]bool{"steps": true, "threads": true, "layout": true, 
 	"log_every": true, "checkpoint_every": true, "target_weights": true,
 	"data_stream": true, "cache_mb": true}
 
-// flagNames are the command-line flags of config keys whose names differ.
-var flagNames = map[string]string{"code_channels": "latent"}
-
 // CheckResume says whether a resumed run may go on with asked, its saved
 // configuration with the flags given for the resume applied: only the
 // resumable settings may differ. The error names the first that does.
@@ -537,11 +526,7 @@ func CheckResume(saved, asked Config) error {
 		if resumable[k] || string(a[k]) == string(b[k]) {
 			continue
 		}
-		flag, ok := flagNames[k]
-		if !ok {
-			flag = strings.ReplaceAll(k, "_", "-")
-		}
-		return fmt.Errorf("--%s %s differs from the run's %s: a resumed run keeps its configuration", flag, b[k], a[k])
+		return fmt.Errorf("%s %s differs from the run's %s: a resumed run keeps its configuration", k, b[k], a[k])
 	}
 	return nil
 }

@@ -61,66 +61,66 @@ func TestValidate(t *testing.T) {
 			c.Weights.Set(TermFeat, 0)
 			c.Weights.Set(TermAdv, 0)
 		}, ""},
-		{"no data", func(c *Config) { c.Data = nil }, "--data"},
+		{"no data", func(c *Config) { c.Data = nil }, "no training data"},
 		{"size 48", func(c *Config) { c.Size = 48 }, "power of two"},
 		{"size 8", func(c *Config) { c.Size = 8 }, "power of two"},
 		{"unknown task", func(c *Config) { c.Task = "gan" }, "not available"},
-		{"feature loss without comparator", func(c *Config) { c.Comparator = "" }, "needs a --comparator"},
+		{"feature loss without comparator", func(c *Config) { c.Comparator = "" }, "needs a comparator"},
 		{"comparator task at 32 px", func(c *Config) {
 			c.Task, c.Classes, c.HeldoutPerClass, c.EvalEvery, c.Size = TaskComparator, 10, 1, 1, 32
 		}, "64 px"},
 		{"all weights zero", func(c *Config) { c.Weights = Weights{} }, "nothing to train"},
-		{"negative weight", func(c *Config) { c.Weights.Set(TermAdv, -1) }, "--lambda-adv -1: must be between 0 and"},
-		{"overflowing weight", func(c *Config) { c.Weights.Set(TermImg, 1e39) }, "--lambda-img 1e+39"},
-		{"NaN weight", func(c *Config) { c.Weights.Set(TermFeat, math.NaN()) }, "--lambda-feat NaN"},
-		{"infinite learning rate", func(c *Config) { c.LR = math.Inf(1) }, "--lr +Inf"},
-		{"NaN learning rate", func(c *Config) { c.LR = math.NaN() }, "--lr NaN"},
-		{"zero learning rate", func(c *Config) { c.LR = 0 }, "--lr 0"},
-		{"zero batch", func(c *Config) { c.Batch = 0 }, "--batch"},
+		{"negative weight", func(c *Config) { c.Weights.Set(TermAdv, -1) }, "lambda_adv -1: must be between 0 and"},
+		{"overflowing weight", func(c *Config) { c.Weights.Set(TermImg, 1e39) }, "lambda_img 1e+39"},
+		{"NaN weight", func(c *Config) { c.Weights.Set(TermFeat, math.NaN()) }, "lambda_feat NaN"},
+		{"infinite learning rate", func(c *Config) { c.LR = math.Inf(1) }, "lr +Inf"},
+		{"NaN learning rate", func(c *Config) { c.LR = math.NaN() }, "lr NaN"},
+		{"zero learning rate", func(c *Config) { c.LR = 0 }, "lr 0"},
+		{"zero batch", func(c *Config) { c.Batch = 0 }, "batch"},
 		{"vae", func(c *Config) { c.Task, c.KLWeight, c.KLWarmup = TaskVAE, 1e-3, 500 }, ""},
-		{"kl weight on an autoencoder", func(c *Config) { c.KLWeight = 1e-3 }, "--task vae"},
+		{"kl weight on an autoencoder", func(c *Config) { c.KLWeight = 1e-3 }, "vae task"},
 		{"negative kl warm-up", func(c *Config) { c.Task, c.KLWarmup = TaskVAE, -1 }, "negative"},
-		{"inversion without a target", func(c *Config) { c.Task = TaskInversion }, "--target"},
-		{"inversion without a layer", func(c *Config) { c.Task, c.Target = TaskInversion, "mobilenetv2" }, "--layer"},
+		{"inversion without a target", func(c *Config) { c.Task = TaskInversion }, "needs a target"},
+		{"inversion without a layer", func(c *Config) { c.Task, c.Target = TaskInversion, "mobilenetv2" }, "its layer"},
 		{"inversion of two layers", func(c *Config) { c.Task, c.Target, c.Layer = TaskInversion, "alexnet", "conv4+conv5" }, "one layer"},
 		{"inversion", func(c *Config) { c.Task, c.Target, c.Layer = TaskInversion, "alexnet", "fc6" }, ""},
-		{"unknown upsampling", func(c *Config) { c.Upsample = "bilinear" }, "--upsample"},
+		{"unknown upsampling", func(c *Config) { c.Upsample = "bilinear" }, "upsample"},
 		{"nchw", func(c *Config) { c.Layout = LayoutNCHW }, ""},
-		{"unknown layout", func(c *Config) { c.Layout = "nhwc" }, "--layout"},
-		{"zero latent", func(c *Config) { c.CodeChannels = 0 }, "--latent"},
+		{"unknown layout", func(c *Config) { c.Layout = "nhwc" }, "layout"},
+		{"zero latent", func(c *Config) { c.CodeChannels = 0 }, "code_channels"},
 		{"adaptive adversarial weight", func(c *Config) { c.AdvWeight, c.DWarmup = AdvAdaptive, 300 }, ""},
 		{"run from before --adv-weight", func(c *Config) { c.AdvWeight = "" }, ""},
-		{"unknown adversarial weighting", func(c *Config) { c.AdvWeight = "auto" }, "--adv-weight"},
+		{"unknown adversarial weighting", func(c *Config) { c.AdvWeight = "auto" }, "adv_weight"},
 		{"adaptive without an adversarial term: nothing to weigh", func(c *Config) { c.AdvWeight = AdvAdaptive; c.Weights.Set(TermAdv, 0) }, ""},
 		{"adaptive against nothing", func(c *Config) {
 			c.AdvWeight = AdvAdaptive
 			c.Weights.Set(TermImg, 0)
 			c.Weights.Set(TermFeat, 0)
 		}, "image and feature terms"},
-		{"negative d warm-up", func(c *Config) { c.DWarmup = -1 }, "--d-warmup"},
+		{"negative d warm-up", func(c *Config) { c.DWarmup = -1 }, "d_warmup"},
 		{"feature matching", func(c *Config) { c.Weights.Set(TermMatch, 1) }, ""},
 		{"feature matching without D", func(c *Config) {
 			c.Weights.Set(TermMatch, 1)
 			c.Weights.Set(TermAdv, 0)
-		}, "--lambda-match"},
+		}, "lambda_match"},
 		{"D's own learning rate", func(c *Config) { c.LRD = 8e-4 }, ""},
-		{"NaN D learning rate", func(c *Config) { c.LRD = math.NaN() }, "--lr-d NaN"},
-		{"negative D learning rate", func(c *Config) { c.LRD = -1 }, "--lr-d -1"},
-		{"negative weight decay", func(c *Config) { c.WeightDecay = -1e-4 }, "--weight-decay -0.0001"},
-		{"beta1 of 1", func(c *Config) { c.Beta1 = 1 }, "--beta1 1"},
+		{"NaN D learning rate", func(c *Config) { c.LRD = math.NaN() }, "lr_d NaN"},
+		{"negative D learning rate", func(c *Config) { c.LRD = -1 }, "lr_d -1"},
+		{"negative weight decay", func(c *Config) { c.WeightDecay = -1e-4 }, "weight_decay -0.0001"},
+		{"beta1 of 1", func(c *Config) { c.Beta1 = 1 }, "beta1 1"},
 		{"moving average", func(c *Config) { c.EMA = 0.999 }, ""},
-		{"ema of 1", func(c *Config) { c.EMA = 1 }, "--ema 1"},
-		{"NaN ema", func(c *Config) { c.EMA = math.NaN() }, "--ema NaN"},
+		{"ema of 1", func(c *Config) { c.EMA = 1 }, "ema 1"},
+		{"NaN ema", func(c *Config) { c.EMA = math.NaN() }, "ema NaN"},
 		{"ema for a comparator", func(c *Config) { c.Task, c.EMA = TaskComparator, 0.999 }, "for generators"},
-		{"NaN beta2", func(c *Config) { c.Beta2 = math.NaN() }, "--beta2 NaN"},
+		{"NaN beta2", func(c *Config) { c.Beta2 = math.NaN() }, "beta2 NaN"},
 		{"learning-rate decay", func(c *Config) { c.LRDecay = c.Steps }, ""},
-		{"negative learning-rate decay", func(c *Config) { c.LRDecay = -1 }, "--lr-decay -1"},
+		{"negative learning-rate decay", func(c *Config) { c.LRDecay = -1 }, "lr_decay -1"},
 		{"decay longer than the run", func(c *Config) { c.LRDecay = c.Steps + 1 }, ""},
 		{"patch discriminator", func(c *Config) { c.Discriminator = DiscriminatorPatch }, ""},
-		{"unknown discriminator", func(c *Config) { c.Discriminator = "pixel" }, "--discriminator"},
+		{"unknown discriminator", func(c *Config) { c.Discriminator = "pixel" }, "discriminator"},
 		{"patch discriminator for an inversion", func(c *Config) {
 			c.Task, c.Target, c.Layer, c.Discriminator = TaskInversion, "alexnet", "fc6", DiscriminatorPatch
-		}, "--discriminator patch is for"},
+		}, "discriminator patch is for"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -190,9 +190,9 @@ func TestCheckResume(t *testing.T) {
 		{"other threads, data, intervals", func(c *Config) {
 			c.Threads, c.Data, c.Heldout, c.LogEvery, c.CheckpointEvery = 2, []string{"more"}, []string{"held"}, 10, 50
 		}, ""},
-		{"a loss weight", func(c *Config) { c.Weights.Set(TermAdv, 0.02) }, "--lambda-adv 0.02 differs from the run's 0.01"},
-		{"the latent", func(c *Config) { c.CodeChannels = 16 }, "--latent 16"},
-		{"the seed", func(c *Config) { c.Seed = 2 }, "--seed"},
+		{"a loss weight", func(c *Config) { c.Weights.Set(TermAdv, 0.02) }, "lambda_adv 0.02 differs from the run's 0.01"},
+		{"the latent", func(c *Config) { c.CodeChannels = 16 }, "code_channels 16"},
+		{"the seed", func(c *Config) { c.Seed = 2 }, "seed 2 differs"},
 		{"the layout", func(c *Config) { c.Layout = LayoutNCHW }, ""},
 	}
 	for _, tc := range tests {
@@ -277,7 +277,7 @@ func TestDefaultDecayFollowsSteps(t *testing.T) {
 		if tc.given {
 			cfg.LRDecay = tc.decay
 		}
-		req := Request{Given: func(f string) bool { return tc.given && f == "lr-decay" || f == "steps" }}
+		req := Request{Given: func(f string) bool { return tc.given && f == "lr_decay" || f == "steps" }}
 		got, err := Resolve(cfg, req, pretrained.Store{}, nil, discardLog())
 		if err != nil {
 			t.Fatal(err)

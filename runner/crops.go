@@ -30,10 +30,10 @@ func WriteCrops(ctx context.Context, opt CropsOptions) ([]string, error) {
 		log = slog.Default()
 	}
 	if opt.N < 1 || opt.Size < 1 {
-		return nil, fmt.Errorf("crops: need --n >= 1 and --size >= 1")
+		return nil, fmt.Errorf("crops: need n >= 1 and size >= 1")
 	}
 	if opt.N > maxImages {
-		return nil, fmt.Errorf("crops: --n %d: at most %d", opt.N, maxImages)
+		return nil, fmt.Errorf("crops: n %d: at most %d", opt.N, maxImages)
 	}
 	// Each source image is kept with its short side up to 4 x --size, and
 	// each crop is made at --size: refuse sizes no memory holds.
@@ -42,7 +42,7 @@ func WriteCrops(ctx context.Context, opt CropsOptions) ([]string, error) {
 	}
 	for _, d := range opt.Data {
 		if within(opt.Out, d) || within(d, opt.Out) {
-			return nil, fmt.Errorf("crops: --out %s and --data %s overlap: the crops would become input images", opt.Out, d)
+			return nil, fmt.Errorf("crops: the output %s and the data %s overlap: the crops would become input images", opt.Out, d)
 		}
 	}
 	// The largest crop covers up to 4 x --size of an image's short side.

@@ -146,11 +146,11 @@ type ShardOptions struct {
 // them, for --data.
 func WriteShards(ctx context.Context, opt ShardOptions) (string, error) {
 	if opt.PerShard < 1 {
-		return "", fmt.Errorf("--per-shard %d: must be at least 1", opt.PerShard)
+		return "", fmt.Errorf("%d images per shard: must be at least 1", opt.PerShard)
 	}
 	for _, d := range opt.Data {
 		if within(opt.Out, d) || within(d, opt.Out) {
-			return "", fmt.Errorf("--out %s and the source %s overlap", opt.Out, d)
+			return "", fmt.Errorf("the output %s and the source %s overlap", opt.Out, d)
 		}
 	}
 	src, err := pipeline.List(opt.Data, func(s pipeline.Skipped) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/deepsim/deepsim/graphs"
@@ -87,10 +88,10 @@ func checkGroup(cfg Config, t task, g *graphs.Group) error {
 	case g == nil:
 		return nil
 	case !t.generative():
-		return fmt.Errorf("the %s task trains in one process; data-parallel training is for %s, %s and %s",
-			cfg.Task, TaskAutoencoder, TaskVAE, TaskInversion)
+		return fmt.Errorf("the %s task trains in one process; data-parallel training is for %s",
+			cfg.Task, strings.Join(generativeTasks(), ", "))
 	case cfg.Batch < g.Size():
-		return fmt.Errorf("--batch %d is less than the %d processes: each needs at least one crop of every batch", cfg.Batch, g.Size())
+		return fmt.Errorf("batch %d is less than the %d processes: each needs at least one crop of every batch", cfg.Batch, g.Size())
 	}
 	return nil
 }
@@ -109,7 +110,7 @@ func sameInputs(g *graphs.Group, src pipeline.Source, targetWeights string) erro
 		return err
 	}
 	if !same {
-		return fmt.Errorf("the ranks loaded different training images or target weights: every rank needs the same --data files (%d here) and networks", src.Len())
+		return fmt.Errorf("the ranks loaded different training images or target weights: every rank needs the same data files (%d here) and networks", src.Len())
 	}
 	return nil
 }
@@ -118,10 +119,10 @@ func sameInputs(g *graphs.Group, src pipeline.Source, targetWeights string) erro
 // trains on: contiguous, and as even as n allows.
 func rows(n, r, w int) (lo, hi int) { return r * n / w, (r + 1) * n / w }
 
-// shard is this rank's part of a step's input: a batch built whole is cut
+// rankRows is this rank's part of a step's input: a batch built whole is cut
 // to the rank's rows; one built as the rank's rows alone (Global set) is
 // kept. It asks the group to stop after the step when ctx is cancelled.
-func shard(ctx context.Context, s graphs.Step, g *graphs.Group) graphs.Step {
+func rankRows(ctx context.Context, s graphs.Step, g *graphs.Group) graphs.Step {
 	if g == nil {
 		return s
 	}
@@ -141,7 +142,7 @@ func shard(ctx context.Context, s graphs.Step, g *graphs.Group) graphs.Step {
 
 // nextBatch waits for the next batch. A process alone stops before its
 // next step once ctx is cancelled. In a group every rank must take the
-// same steps: the request to stop goes with the next step (shard) and the
+// same steps: the request to stop goes with the next step (rankRows) and the
 // group stops after it, together.
 func nextBatch(ctx context.Context, batches <-chan pipeline.Batch, g *graphs.Group) (pipeline.Batch, bool) {
 	if g != nil {

@@ -57,11 +57,11 @@ type EvalResult struct {
 // (their code is size/8 square), where a grid would repeat.
 const gridPeriod = 8
 
-// The trained judges make deps imports, in order of preference.
+// The trained judges make models imports, in order of preference.
 var trainedJudges = []string{"mobilenetv2", "inceptionv3"}
 
 // DefaultJudge is the independent comparator eval uses unless told: the
-// trained MobileNetV2 that make deps imports, or for runs that trained with
+// trained MobileNetV2 that make models imports, or for runs that trained with
 // it the InceptionV3, at its default taps. With neither in the store it is
 // a random VGG16 (a random AlexNet for runs that trained with a VGG16), and
 // trained is false: a random network is a weak judge, which callers say.
@@ -89,10 +89,10 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 		log = slog.Default()
 	}
 	if opt.N < 2 {
-		return nil, errors.New("eval needs --n of at least 2")
+		return nil, errors.New("eval needs at least 2 crops")
 	}
 	if opt.N > maxImages {
-		return nil, fmt.Errorf("--n %d: at most %d crops", opt.N, maxImages)
+		return nil, fmt.Errorf("%d crops: at most %d", opt.N, maxImages)
 	}
 	model, cfg, err := OpenModel(opt.Run, opt.Store)
 	if err != nil {
@@ -110,7 +110,7 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	if res.Judge == "" {
 		judge, trained := DefaultJudge(res.Comparator, opt.Store)
 		if !trained {
-			log.Warn("no trained judge in the store: judging with random weights (make deps imports mobilenetv2)", "judge", judge)
+			log.Warn("no trained judge in the store: judging with random weights (make models imports mobilenetv2)", "judge", judge)
 		}
 		res.Judge = judge
 	}
@@ -200,7 +200,7 @@ func openJudge(res *EvalResult, crop int, opt EvalOptions, log *slog.Logger) (*g
 	if err != nil {
 		return nil, err
 	}
-	side, err := fitSide(net, crop, opt.JudgeSize, "--judge-size", log)
+	side, err := fitSide(net, crop, opt.JudgeSize, "judge_size", log)
 	if err != nil {
 		return nil, err
 	}

@@ -69,7 +69,7 @@ func TestEvalJudgeTakesSmallCrops(t *testing.T) {
 	}{
 		{"inceptionv3", 0, 75, ""},
 		{"inceptionv3", 96, 96, ""},
-		{"inceptionv3", 32, 0, "--judge-size 32"},
+		{"inceptionv3", 32, 0, "judge_size 32"},
 		{"alexnet-random:conv5", 0, 0, ""}, // takes 63 px: 64 is enough
 	} {
 		res, err := Evaluate(context.Background(), EvalOptions{Run: run, Data: []string{data}, N: 4, Seed: 1,

@@ -114,10 +114,10 @@ func Features(ctx context.Context, opt FeaturesOptions) ([]string, error) {
 		log = slog.Default()
 	}
 	if !strings.HasSuffix(opt.Out, ".npy") {
-		return nil, fmt.Errorf("--out %s: features are written as .npy", opt.Out)
+		return nil, fmt.Errorf("%s: features are written as .npy", opt.Out)
 	}
 	if opt.Size < pretrained.MinInputSize {
-		return nil, fmt.Errorf("--size %d: images are prepared at least at %d px", opt.Size, pretrained.MinInputSize)
+		return nil, fmt.Errorf("size %d: images are prepared at least at %d px", opt.Size, pretrained.MinInputSize)
 	}
 	files, err := expandInputs(opt.Inputs)
 	if err != nil {
@@ -127,7 +127,7 @@ func Features(ctx context.Context, opt FeaturesOptions) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	side, err := fitSide(net, opt.Size, opt.TargetSize, "--target-size", log)
+	side, err := fitSide(net, opt.Size, opt.TargetSize, "target_size", log)
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ func FuzzParseConfig(f *testing.F) {
 		if err := cfg.Validate(); err == nil {
 			// What validates must build the engine's view and resume-check
 			// against itself.
-			_ = cfg.Graph()
+			_ = cfg.Engine()
 			if err := CheckResume(cfg, cfg); err != nil {
 				t.Fatalf("a config differs from itself: %v", err)
 			}

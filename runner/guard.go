@@ -38,7 +38,7 @@ func within(path, dir string) bool {
 func keepInputs(cmd, out string, inputs []string) error {
 	for _, in := range inputs {
 		if within(in, out) {
-			return fmt.Errorf("%s: --out %s holds the input %s, which the outputs could overwrite: write elsewhere", cmd, out, in)
+			return fmt.Errorf("%s: the output %s holds the input %s, which the outputs could overwrite: write elsewhere", cmd, out, in)
 		}
 	}
 	return nil

@@ -34,7 +34,7 @@ func OpenModel(run string, store pretrained.Store) (*graphs.Model, Config, error
 		}
 		defer target.Close()
 	}
-	model, err := graphs.NewModel(cfg.Graph(), nil, target)
+	model, err := graphs.NewModel(cfg.Engine(), nil, target)
 	if err != nil {
 		return nil, cfg, err
 	}

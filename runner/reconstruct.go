@@ -71,7 +71,11 @@ func Reconstruct(ctx context.Context, opt ReconstructOptions) (*ReconstructSumma
 		return nil, err
 	}
 	defer model.Close()
-	inversion := cfg.Task == TaskInversion
+	t, err := taskNamed(cfg.Task)
+	if err != nil {
+		return nil, err
+	}
+	inversion := t.inverts()
 	if !inversion && opt.Features != "" {
 		return nil, fmt.Errorf("%s is a %s run: only an inversion run inverts features", opt.Run, cfg.Task)
 	}

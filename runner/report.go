@@ -67,7 +67,7 @@ type reporter struct {
 // newReporter fixes the crops the report shows: from cfg.Heldout when
 // given, otherwise from the training images (and the page says so).
 func newReporter(dir string, cfg Config, train, heldout *pipeline.Loader) *reporter {
-	set, source := train, "training images (no --heldout folder given)"
+	set, source := train, "training images (no held-out folder given)"
 	if heldout != nil {
 		set, source = heldout, "held-out images: "+strings.Join(cfg.Heldout, ", ")
 	}
@@ -97,7 +97,7 @@ func (r *reporter) snapshot(model *graphs.Model, step int64) error {
 	if err := atomicfile.WriteFile(filepath.Join(r.dir, reportDir, fmt.Sprintf("step-%07d.png", step)), b); err != nil {
 		return err
 	}
-	if r.cfg.Task == TaskVAE {
+	if t, err := taskNamed(r.cfg.Task); err == nil && t.samples() {
 		// The same latents at every step, so rows compare like with like.
 		z := priorLatents(model, size, reportCrops, uint64(r.cfg.Seed))
 		s, err := decodeLatents(context.Background(), model, size, z, reportCrops)
@@ -237,7 +237,7 @@ pre { background: #eee; padding: 1em; overflow: auto }
 <p>The same latents, drawn from N(0, I), decoded at each report step.</p>
 <table class="grid">{{range .Samples}}<tr><td>{{.Label}}</td><td><img class="sample" alt="{{.Label}}" src="{{.Src}}"></td></tr>{{end}}</table>{{end}}
 <h2>Evaluation</h2>
-{{if .Eval}}<pre>{{.Eval}}</pre>{{else}}<p>Not evaluated yet: train with <code>--heldout DIR</code>, or run <code>runner eval</code>.</p>{{end}}
+{{if .Eval}}<pre>{{.Eval}}</pre>{{else}}<p>Not evaluated yet: train with <code>heldout DIR</code>, or run <code>runner eval</code>.</p>{{end}}
 <h2>Configuration</h2>
 <pre>{{.Config}}</pre>
 <script>

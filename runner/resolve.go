@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,21 +10,16 @@ import (
 	"github.com/deepsim/deepsim/pretrained"
 )
 
-// A Request is what a train command asks for beyond the configuration its
-// flags make.
+// A Request is what a train command asks for beyond the configuration it
+// made: which settings it gave, by config.json key, so that a resumed run
+// takes those values and keeps the rest of its own.
 type Request struct {
 	Out          string
 	Resume       bool
 	PaperWeights bool // the paper's loss weights, rescaled (PaperWeights)
-	// Given tells whether a flag was given on the command line.
-	Given func(flag string) bool
-	// Reapply applies the flags given to a configuration: on Resume, to
-	// the run's saved one.
-	Reapply func(*Config) error
+	// Given tells whether a setting was given, by its config.json key.
+	Given func(key string) bool
 }
-
-// ErrUsage marks a request that contradicts itself.
-var ErrUsage = errors.New("usage")
 
 // Resolve is the configuration a run trains with. A new run takes cfg,
 // with the defaults that depend on the store; a resumed run takes its
@@ -33,7 +29,7 @@ var ErrUsage = errors.New("usage")
 func Resolve(cfg Config, req Request, store pretrained.Store, g *graphs.Group, log *slog.Logger) (Config, error) {
 	resolve := func() (Config, error) {
 		if req.Resume {
-			cfg, err := resumed(req)
+			cfg, err := resumed(cfg, req)
 			if err == nil && cfg.DataStream != DataStreamVersion {
 				log.Info("this run began before streamed data: from here on its crops follow the new stream (seeded epochs, decoded on demand)",
 					"data_stream", cfg.DataStream, "now", DataStreamVersion)
@@ -49,24 +45,38 @@ func Resolve(cfg Config, req Request, store pretrained.Store, g *graphs.Group, l
 	return shareConfig(g, cfg.Threads, resolve)
 }
 
-// resumed is the run's saved configuration with the flags given applied.
-func resumed(req Request) (Config, error) {
+// resumed is the run's saved configuration with the settings given in
+// asked applied.
+func resumed(asked Config, req Request) (Config, error) {
 	saved, err := LoadConfig(req.Out)
 	if err != nil {
 		return saved, err
 	}
-	cfg := saved
-	cfg.Data, cfg.Heldout = nil, nil // when given, the flags replace the lists
-	if err := req.Reapply(&cfg); err != nil {
+	cfg, err := overlay(saved, asked, req.Given)
+	if err != nil {
 		return cfg, err
 	}
-	if len(cfg.Data) == 0 {
-		cfg.Data = saved.Data
-	}
-	if len(cfg.Heldout) == 0 {
-		cfg.Heldout = saved.Heldout
-	}
 	return cfg, CheckResume(saved, cfg)
+}
+
+// overlay is base with the settings given taken from asked, key by key.
+func overlay(base, asked Config, given func(key string) bool) (Config, error) {
+	b, errBase := fields(base)
+	a, errAsked := fields(asked)
+	if err := errors.Join(errBase, errAsked); err != nil {
+		return base, err
+	}
+	for k, v := range a {
+		if given(k) {
+			b[k] = v
+		}
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return base, err
+	}
+	var out Config
+	return out, json.Unmarshal(raw, &out)
 }
 
 // fitSides raises the sides a new run's fixed networks see images at to
@@ -85,7 +95,7 @@ func fitSides(cfg *Config, req Request, store pretrained.Store, log *slog.Logger
 		return err
 	}
 	if target != nil {
-		side, err := fitSide(target, cfg.Size, cfg.TargetSize, "--target-size", log)
+		side, err := fitSide(target, cfg.Size, cfg.TargetSize, "target_size", log)
 		if err != nil {
 			return err
 		}
@@ -108,10 +118,10 @@ func fitSides(cfg *Config, req Request, store pretrained.Store, log *slog.Logger
 		return err
 	}
 	given := 0 // the size the trained comparator's default set is not given
-	if req.Given("comparator-size") && !crops {
+	if req.Given("comparator_size") && !crops {
 		given = cfg.ComparatorSize
 	}
-	cfg.ComparatorSize, err = fitSide(comp, cfg.ComparatorSize, given, "--comparator-size", log)
+	cfg.ComparatorSize, err = fitSide(comp, cfg.ComparatorSize, given, "comparator_size", log)
 	return err
 }
 
@@ -134,7 +144,7 @@ func fitSide(net *pretrained.Network, size, given int, flag string, log *slog.Lo
 // store has it and no comparator flag was given, and the paper's weights
 // when asked for.
 func fresh(cfg Config, req Request, store pretrained.Store, log *slog.Logger) (Config, error) {
-	if !req.Given("comparator") && !req.Given("comparator-size") && !req.Given("layer") && PreferTrainedComparator(&cfg, store) {
+	if !req.Given("comparator") && !req.Given("comparator_size") && !req.Given("layer") && PreferTrainedComparator(&cfg, store) {
 		log.Info("comparator: the imported MobileNetV2, the default where make models has run ("+DefaultComparator+" otherwise)",
 			"comparator", cfg.Comparator, "comparator_size", cfg.ComparatorSize)
 	}
@@ -142,18 +152,15 @@ func fresh(cfg Config, req Request, store pretrained.Store, log *slog.Logger) (C
 		return cfg, err
 	}
 	// A default decay covers the same share of any run's steps.
-	if d := DefaultsFor(cfg.Task); !req.Given("lr-decay") && d.LRDecay > 0 {
+	if d := DefaultsFor(cfg.Task); !req.Given("lr_decay") && d.LRDecay > 0 {
 		cfg.LRDecay = d.LRDecay * cfg.Steps / d.Steps
 	}
 	if !req.PaperWeights {
 		return cfg, nil
 	}
-	weighted := false
-	for _, t := range LossTerms {
-		weighted = weighted || req.Given(t.Flag())
-	}
-	if cfg.Task != TaskInversion || weighted {
-		return cfg, fmt.Errorf("%w: --paper-weights is for --task inversion, without --lambda-*", ErrUsage)
+	// The CLI refuses the paper's weights beside weights of one's own.
+	if !cfg.Inverts() {
+		return cfg, fmt.Errorf("the paper's loss weights are for an inversion, not a %s run", cfg.Task)
 	}
 	if err := PaperWeights(&cfg, store); err != nil {
 		return cfg, err

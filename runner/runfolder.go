@@ -3,6 +3,7 @@ package runner
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/deepsim/deepsim/internal/atomicfile"
 	"github.com/deepsim/deepsim/internal/torchfile"
 	"github.com/deepsim/deepsim/pipeline"
+	"github.com/deepsim/deepsim/pretrained"
 )
 
 // output is where a run's results go. A process alone, or rank 0 of a
@@ -35,6 +37,11 @@ type output interface {
 	lastGood() string
 	// report is the run's report, nil when it has none.
 	report() *reporter
+	// write writes a file of the run's, by name, atomically.
+	write(name string, b []byte) error
+	// evaluate measures the saved run on its held-out images into
+	// eval.json, which the report shows.
+	evaluate(ctx context.Context) error
 	// close ends the output; a start that saved nothing is undone.
 	close()
 }
@@ -56,6 +63,8 @@ func (discard) save(*graphs.Model, int64) error                                 
 func (discard) interrupted(*graphs.Model, int64) error                                { return nil }
 func (discard) lastGood() string                                                      { return "rank 0 keeps the run's checkpoints" }
 func (discard) report() *reporter                                                     { return nil }
+func (discard) write(string, []byte) error                                            { return nil }
+func (discard) evaluate(context.Context) error                                        { return nil }
 func (discard) close()                                                                {}
 
 // runFolder is a run folder while a run writes it: config.json,
@@ -63,6 +72,7 @@ func (discard) close()                                                          
 // (a lock), and a start that fails leaves no run behind.
 type runFolder struct {
 	cfg     Config
+	store   pretrained.Store
 	dir     string
 	ckpt    string
 	resume  bool
@@ -88,7 +98,7 @@ func createRunFolder(cfg Config, opt TrainOptions, log *slog.Logger) (*runFolder
 	if err != nil {
 		return nil, err
 	}
-	f := &runFolder{cfg: cfg, dir: dir, ckpt: filepath.Join(dir, CheckpointFile), resume: opt.Resume,
+	f := &runFolder{cfg: cfg, store: opt.Store, dir: dir, ckpt: filepath.Join(dir, CheckpointFile), resume: opt.Resume,
 		created: errors.Is(dirErr, fs.ErrNotExist), log: log, out: opt.Progress, unlock: unlock, saved: -1}
 	_, cfgErr := os.Stat(filepath.Join(dir, ConfigFile))
 	_, ckptErr := os.Stat(f.ckpt)
@@ -96,9 +106,9 @@ func createRunFolder(cfg Config, opt TrainOptions, log *slog.Logger) (*runFolder
 	case opt.Resume && ckptErr != nil:
 		err = fmt.Errorf("resume %s: no checkpoint to resume from: %w", dir, ckptErr)
 	case !opt.Resume && cfgErr == nil && ckptErr != nil:
-		err = fmt.Errorf("%s holds a run that saved no checkpoint: remove the folder, or choose another --out", dir)
+		err = fmt.Errorf("%s holds a run that saved no checkpoint: remove the folder, or choose another run folder", dir)
 	case !opt.Resume && cfgErr == nil:
-		err = fmt.Errorf("%s already holds a run: pass --resume to continue it, or choose another --out", dir)
+		err = fmt.Errorf("%s already holds a run: resume it to continue, or choose another run folder", dir)
 	}
 	if err != nil {
 		unlock()
@@ -189,7 +199,7 @@ func (f *runFolder) interrupted(model *graphs.Model, step int64) error {
 	if err := f.save(model, step); err != nil {
 		return fmt.Errorf("save checkpoint after interrupt: %w", err)
 	}
-	f.log.Info("interrupted: checkpoint saved", "step", step, "resume", "--resume")
+	f.log.Info("interrupted: checkpoint saved", "step", step, "resume", true)
 	return nil
 }
 
@@ -201,6 +211,28 @@ func (f *runFolder) lastGood() string {
 }
 
 func (f *runFolder) report() *reporter { return f.rep }
+
+func (f *runFolder) write(name string, b []byte) error {
+	return atomicfile.WriteFile(filepath.Join(f.dir, name), b)
+}
+
+func (f *runFolder) evaluate(ctx context.Context) error {
+	if f.rep == nil || len(f.cfg.Heldout) == 0 {
+		return nil
+	}
+	res, err := Evaluate(ctx, EvalOptions{Run: f.dir, Data: f.cfg.Heldout, N: 64, Seed: 1, Store: f.store, Log: f.log})
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := f.write(EvalFile, append(b, '\n')); err != nil {
+		return err
+	}
+	return f.rep.write()
+}
 
 // close releases the folder. A new run that saved no checkpoint is
 // removed, and the folder too when the run created it.

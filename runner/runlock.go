@@ -26,7 +26,7 @@ func lockRun(dir string) (unlock func(), err error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s is %w (training, resuming or ablating it): wait for it, or choose another --out", dir, ErrRunInUse)
+			return nil, fmt.Errorf("%s is %w (training, resuming or ablating it): wait for it, or choose another run folder", dir, ErrRunInUse)
 		}
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}

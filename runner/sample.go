@@ -61,8 +61,10 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 	}
 	if cfg, err := LoadConfig(opt.Run); err != nil {
 		return nil, err
-	} else if cfg.Task != TaskVAE {
-		return nil, fmt.Errorf("%s was trained with --task %s: %w; sampling draws from a VAE's prior (train one with --task vae)", opt.Run, cfg.Task, ErrNotVAE)
+	} else if t, err := taskNamed(cfg.Task); err != nil {
+		return nil, err
+	} else if !t.samples() {
+		return nil, fmt.Errorf("%s holds a %s run: %w; sampling draws from a VAE's prior (train a vae run)", opt.Run, cfg.Task, ErrNotVAE)
 	}
 	model, cfg, err := OpenModel(opt.Run, pretrained.Store{})
 	if err != nil {
@@ -73,12 +75,12 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 	if opt.Ref != "" {
 		inputs = append(inputs, opt.Ref)
 		if within(opt.Out, opt.Ref) {
-			return nil, fmt.Errorf("sample: --out %s lies in --ref %s: the samples would become reference images", opt.Out, opt.Ref)
+			return nil, fmt.Errorf("sample: the output %s lies in the reference %s: the samples would become reference images", opt.Out, opt.Ref)
 		}
 	}
 	for _, in := range opt.Interpolate {
 		if resolved(in) == resolved(opt.Out) {
-			return nil, fmt.Errorf("sample: --out %s is an input", opt.Out)
+			return nil, fmt.Errorf("sample: the output %s is an input", opt.Out)
 		}
 	}
 	if !strings.EqualFold(filepath.Ext(opt.Out), ".png") {
@@ -99,14 +101,14 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 	var z []float32
 	if len(opt.Interpolate) > 0 {
 		if len(opt.Interpolate) != 2 || opt.Steps < 2 {
-			return nil, errors.New("interpolation needs two images and --steps of at least 2")
+			return nil, errors.New("interpolation needs two images and at least 2 steps")
 		}
 		if z, err = interpolate(model, cfg.Size, opt.Interpolate, opt.Steps); err != nil {
 			return nil, err
 		}
 	} else {
 		if opt.N < 1 {
-			return nil, fmt.Errorf("--n %d: draw at least one sample", opt.N)
+			return nil, fmt.Errorf("%d samples: draw at least one", opt.N)
 		}
 		z = priorLatents(model, cfg.Size, n, opt.Seed)
 	}

@@ -72,8 +72,8 @@ func TestSampleRefusesAutoencoder(t *testing.T) {
 	run := filepath.Join(t.TempDir(), "ae")
 	mustTrain(t, cfg, TrainOptions{Out: run})
 	_, err := Sample(context.Background(), SampleOptions{Run: run, Out: filepath.Join(t.TempDir(), "s.png"), N: 4})
-	if !errors.Is(err, ErrNotVAE) || !strings.Contains(err.Error(), "--task vae") {
-		t.Fatalf("err = %v, want ErrNotVAE naming --task vae", err)
+	if !errors.Is(err, ErrNotVAE) || !strings.Contains(err.Error(), "vae run") {
+		t.Fatalf("err = %v, want ErrNotVAE naming a vae run", err)
 	}
 }
 

@@ -40,16 +40,16 @@ func TestNewRunFitsItsNetworks(t *testing.T) {
 	}{
 		{"inversion, crops below the target's least side", inversion(0), "", 63, 0, ""},
 		{"inversion, --target-size above it", inversion(96), "target-size", 96, 0, ""},
-		{"inversion, --target-size below it", inversion(32), "target-size", 0, 0, "--target-size 32"},
+		{"inversion, --target-size below it", inversion(32), "target-size", 0, 0, "target_size 32"},
 		{"comparator at the crop size by default", autoencoder(32), "", 0, 63, ""},
-		{"--comparator-size below its least side", autoencoder(32), "comparator-size", 0, 0, "--comparator-size 32"},
+		{"--comparator-size below its least side", autoencoder(32), "comparator-size", 0, 0, "comparator_size 32"},
 		{"comparator at its own size", autoencoder(0), "", 0, 0, ""},
 		{"--comparator-size -1: the crops' side", crops64, "comparator-size", 0, 64, ""},
 		{"--comparator-size -1 below its least side: raised", autoencoder(CropSide), "comparator-size", 0, 63, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req := Request{Given: func(flag string) bool { return flag == tc.given }}
+			req := Request{Given: func(key string) bool { return key == strings.ReplaceAll(tc.given, "-", "_") }}
 			cfg, err := Resolve(tc.cfg, req, store, nil, discardLog())
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "at least 63 px") {
@@ -87,7 +87,7 @@ func TestSmallImagesFitTheNetwork(t *testing.T) {
 	for _, tc := range []struct {
 		targetSize int
 		err        string
-	}{{0, ""}, {32, "--target-size 32"}} {
+	}{{0, ""}, {32, "target_size 32"}} {
 		_, err := Features(context.Background(), FeaturesOptions{Target: "alexnet-random:conv5", Size: 32, TargetSize: tc.targetSize,
 			Inputs: []string{a, b}, Out: filepath.Join(t.TempDir(), "f.npy"), Store: store, Log: discardLog()})
 		if (tc.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.err) {

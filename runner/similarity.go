@@ -62,10 +62,10 @@ func Similarity(ctx context.Context, opt SimilarityOptions) ([]Pair, error) {
 		return nil, fmt.Errorf("similarity: give two images or two folders, not one of each")
 	}
 	if opt.Map != "" && sa.IsDir() {
-		return nil, fmt.Errorf("similarity: --map is for two images")
+		return nil, fmt.Errorf("similarity: a distance map is for two images")
 	}
 	if opt.Map != "" && opt.Judge != "" {
-		return nil, fmt.Errorf("similarity: --map maps the feature distance, not the judge's")
+		return nil, fmt.Errorf("similarity: a distance map maps the feature distance, not the judge's")
 	}
 	spec := opt.Comparator
 	if opt.Judge != "" {

@@ -13,9 +13,10 @@ import (
 )
 
 // A task is one kind of run. Each task lives in its own file and is
-// registered in tasks; Train is the loop they share. A new task is a file
-// and a line in tasks, and on the engine's side a build and a step
-// function in graphs/model.hpp.
+// registered in tasks; Train is the loop they share. What differs by task
+// is asked of it here, never by its name elsewhere. A new task is a file
+// and a line in tasks, and on the engine's side a class in
+// graphs/tasks.hpp.
 type task interface {
 	// defaults sets the task's own defaults over Defaults().
 	defaults(c *Config)
@@ -25,8 +26,20 @@ type task interface {
 	// engine is the engine's task.
 	engine() graphs.Task
 	// generative tells whether a run maps images to images: then it has a
-	// report, and reconstruct and eval work on it.
+	// report, and reconstruct and eval work on it; and it trains as a
+	// data-parallel group.
 	generative() bool
+	// inverts tells whether G's input is a fixed target's features of the
+	// image (reconstruct then inverts), rather than the image itself.
+	inverts() bool
+	// samples tells whether G decodes draws from a prior (runner sample,
+	// and the report's sample strip).
+	samples() bool
+	// comparatorSpec is the comparator of c's feature loss ("" for none).
+	comparatorSpec(c Config) string
+	// trainedComparator tells whether a new run compares with
+	// TrainedComparator where the store holds it.
+	trainedComparator() bool
 	// networks opens the fixed networks the model is built with: what its
 	// feature loss compares with, and an inversion's target. They are
 	// opened before the images load, so that a missing one fails fast.
@@ -52,8 +65,9 @@ type taskRun interface {
 	// measure runs after each step; what it returns joins the step's
 	// metrics line.
 	measure(model *graphs.Model, step int64, last bool) ([]graphs.Term, error)
-	// finish writes what the task leaves behind when the run ends.
-	finish(ctx context.Context, r *trainRun) error
+	// finish leaves what the task leaves behind when the run ends, in
+	// out, and its figures in sum.
+	finish(ctx context.Context, model *graphs.Model, out output, sum *TrainSummary) error
 }
 
 // fixedNets are the fixed networks a model is built with; either may be
@@ -99,6 +113,25 @@ var tasks = map[string]task{
 	TaskVAE:         deepsimTask{vae: true},
 	TaskComparator:  comparatorTask{},
 	TaskInversion:   inversionTask{},
+}
+
+// Inverts tells whether c's run reconstructs images from a fixed target's
+// features (an inversion) rather than from the images themselves.
+func (c Config) Inverts() bool {
+	t, err := taskNamed(c.Task)
+	return err == nil && t.inverts()
+}
+
+// generativeTasks names the tasks that map images to images, sorted.
+func generativeTasks() []string {
+	var names []string
+	for n, t := range tasks {
+		if t.generative() {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names
 }
 
 func taskNamed(name string) (task, error) {

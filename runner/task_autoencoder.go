@@ -2,14 +2,12 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
+	"strings"
 
 	"github.com/deepsim/deepsim/graphs"
-	"github.com/deepsim/deepsim/internal/atomicfile"
 	"github.com/deepsim/deepsim/pipeline"
 	"github.com/deepsim/deepsim/pretrained"
 )
@@ -45,23 +43,26 @@ func (t deepsimTask) defaults(c *Config) {
 	c.LRDecay = c.Steps / LRDecayShare
 }
 
+// errPatchD refuses a patch discriminator to the tasks without one.
+var errPatchD = fmt.Errorf("discriminator patch is for the %s and %s tasks", TaskAutoencoder, TaskVAE)
+
 func (t deepsimTask) validate(c Config) error {
 	f := c.Size / 8
 	switch {
 	case c.Upsample != UpsampleResize && c.Upsample != UpsampleDeconv:
-		return fmt.Errorf("--upsample %q: have %s, %s", c.Upsample, UpsampleResize, UpsampleDeconv)
+		return fmt.Errorf("upsample %q: have %s, %s", c.Upsample, UpsampleResize, UpsampleDeconv)
 	case c.KLWarmup < 0:
-		return errors.New("--kl-warmup must not be negative")
+		return errors.New("kl_warmup must not be negative")
 	case !t.vae && c.KLWeight > 0:
-		return errors.New("--kl-weight is for --task vae: an autoencoder has no KL term")
+		return errors.New("kl_weight is for the vae task: an autoencoder has no KL term")
 	case c.Size < 16 || c.Size%8 != 0 || f&(f-1) != 0:
-		return fmt.Errorf("--size %d: must be 8 times a power of two (16, 32, 64, 128, 256)", c.Size)
+		return fmt.Errorf("size %d: must be 8 times a power of two (16, 32, 64, 128, 256)", c.Size)
 	case c.CodeChannels < 1:
-		return fmt.Errorf("--latent %d: must be at least 1 channel", c.CodeChannels)
+		return fmt.Errorf("code_channels %d: must be at least 1 channel", c.CodeChannels)
 	case c.Weights.Of(TermFeat) > 0 && c.Comparator == "":
-		return errors.New("the feature loss needs a --comparator")
+		return errors.New("the feature loss needs a comparator")
 	case c.ComparatorSize != 0 && c.ComparatorSize != CropSide && c.ComparatorSize < pretrained.MinInputSize:
-		return fmt.Errorf("--comparator-size %d: a comparator resizes its input to at least %d px (0: its own size, -1: the crops')", c.ComparatorSize, pretrained.MinInputSize)
+		return fmt.Errorf("comparator_size %d: a comparator resizes its input to at least %d px (0: its own size, -1: the crops')", c.ComparatorSize, pretrained.MinInputSize)
 	case c.Weights == Weights{}:
 		return errors.New("all loss weights are 0: nothing to train")
 	case c.MinScale <= 0 || c.MinScale > 1:
@@ -81,6 +82,19 @@ func (t deepsimTask) engine() graphs.Task {
 
 func (deepsimTask) generative() bool { return true }
 
+func (deepsimTask) inverts() bool { return false }
+
+func (t deepsimTask) samples() bool { return t.vae }
+
+func (deepsimTask) trainedComparator() bool { return true }
+
+func (deepsimTask) comparatorSpec(c Config) string {
+	if c.Layer != "" && !strings.Contains(c.Comparator, ":") {
+		return c.Comparator + ":" + c.Layer
+	}
+	return c.Comparator
+}
+
 func (deepsimTask) target(Config, pretrained.Store) (*pretrained.Network, error) { return nil, nil }
 
 func (deepsimTask) space(c Config) (string, int) { return c.ComparatorSpec(), c.ComparatorSize }
@@ -93,8 +107,8 @@ func (deepsimTask) networks(c Config, store pretrained.Store) (fixedNets, error)
 	return fixedNets{comp: comp}, err
 }
 
-func (t deepsimTask) begin(c Config, data *pipeline.Loader, g *graphs.Group, _ *slog.Logger) (taskRun, error) {
-	return &deepsimRun{cfg: c, vae: t.vae, batches: cropBatches(c, data, g), images: data.Source().Len()}, nil
+func (t deepsimTask) begin(c Config, data *pipeline.Loader, g *graphs.Group, log *slog.Logger) (taskRun, error) {
+	return &deepsimRun{cfg: c, vae: t.vae, batches: cropBatches(c, data, g), images: data.Source().Len(), log: log}, nil
 }
 
 type deepsimRun struct {
@@ -102,6 +116,7 @@ type deepsimRun struct {
 	vae     bool
 	batches func(int64) pipeline.Batch
 	images  int // in an epoch
+	log     *slog.Logger
 }
 
 func (r *deepsimRun) batch(i int64) pipeline.Batch { return r.batches(i) }
@@ -120,31 +135,11 @@ func (r *deepsimRun) input(step int64, b pipeline.Batch) (graphs.Step, []graphs.
 
 func (*deepsimRun) measure(*graphs.Model, int64, bool) ([]graphs.Term, error) { return nil, nil }
 
-// finish measures the run on its held-out images into RUN/eval.json, which
-// the report shows. The run is done whatever happens here: a failure is
-// logged.
-func (r *deepsimRun) finish(ctx context.Context, tr *trainRun) error {
-	rep := tr.out.report()
-	if rep == nil || len(r.cfg.Heldout) == 0 {
-		return nil
-	}
-	if err := finalEval(ctx, r.cfg, tr.opt, rep); err != nil {
-		tr.log.Warn("final evaluation failed", "reason", err.Error())
+// finish measures the run on its held-out images. The run is done
+// whatever happens here: a failure is logged.
+func (r *deepsimRun) finish(ctx context.Context, _ *graphs.Model, out output, _ *TrainSummary) error {
+	if err := out.evaluate(ctx); err != nil {
+		r.log.Warn("final evaluation failed", "reason", err.Error())
 	}
 	return nil
-}
-
-func finalEval(ctx context.Context, cfg Config, opt TrainOptions, rep *reporter) error {
-	res, err := Evaluate(ctx, EvalOptions{Run: opt.Out, Data: cfg.Heldout, N: 64, Seed: 1, Store: opt.Store, Log: opt.Log})
-	if err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.WriteFile(filepath.Join(opt.Out, EvalFile), append(b, '\n')); err != nil {
-		return err
-	}
-	return rep.write()
 }

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/deepsim/deepsim/graphs"
-	"github.com/deepsim/deepsim/internal/atomicfile"
 	"github.com/deepsim/deepsim/pipeline"
 	"github.com/deepsim/deepsim/pretrained"
 )
@@ -30,11 +28,13 @@ func (comparatorTask) defaults(c *Config) {
 func (comparatorTask) validate(c Config) error {
 	switch {
 	case c.Size != 64:
-		return fmt.Errorf("--size %d: the Exemplar-CNN comparator trains on 64 px patches", c.Size)
+		return fmt.Errorf("size %d: the Exemplar-CNN comparator trains on 64 px patches", c.Size)
 	case c.Classes < 2:
-		return fmt.Errorf("--classes %d: need at least 2 surrogate classes", c.Classes)
+		return fmt.Errorf("classes %d: need at least 2 surrogate classes", c.Classes)
 	case c.HeldoutPerClass < 1 || c.EvalEvery < 1:
 		return errors.New("held-out size and intervals must be at least 1")
+	case c.Discriminator == DiscriminatorPatch:
+		return errPatchD
 	}
 	return nil
 }
@@ -42,6 +42,14 @@ func (comparatorTask) validate(c Config) error {
 func (comparatorTask) engine() graphs.Task { return graphs.ComparatorTask }
 
 func (comparatorTask) generative() bool { return false }
+
+func (comparatorTask) inverts() bool { return false }
+
+func (comparatorTask) samples() bool { return false }
+
+func (comparatorTask) trainedComparator() bool { return false }
+
+func (comparatorTask) comparatorSpec(c Config) string { return deepsimTask{}.comparatorSpec(c) }
 
 func (comparatorTask) target(Config, pretrained.Store) (*pretrained.Network, error) { return nil, nil }
 
@@ -57,7 +65,7 @@ func (comparatorTask) begin(c Config, data *pipeline.Loader, _ *graphs.Group, lo
 	if err != nil {
 		return nil, err
 	}
-	r := &comparatorRun{cfg: c, ex: ex, heldout: ex.Heldout(seed, c.HeldoutPerClass)}
+	r := &comparatorRun{cfg: c, ex: ex, heldout: ex.Heldout(seed, c.HeldoutPerClass), log: log}
 	log.Info("surrogate classes", "classes", c.Classes, "heldout_samples", r.heldout.N)
 	return r, nil
 }
@@ -67,6 +75,7 @@ type comparatorRun struct {
 	ex      *pipeline.Exemplar
 	heldout pipeline.Batch
 	acc     float64 // the last held-out accuracy
+	log     *slog.Logger
 }
 
 func (r *comparatorRun) batch(i int64) pipeline.Batch {
@@ -93,24 +102,23 @@ func (r *comparatorRun) measure(model *graphs.Model, step int64, last bool) ([]g
 		if err != nil {
 			return nil, err
 		}
-		right += l.Get("train_acc") * float64(n) // the accuracy on this chunk
+		right += l.Get("accuracy") * float64(n) // the accuracy on this chunk
 	}
 	r.acc = right / float64(b.N)
 	return []graphs.Term{{Name: "surrogate_acc", Value: r.acc}}, nil
 }
 
 // finish writes the trained feature layers as RUN/comparator.pt.
-func (r *comparatorRun) finish(_ context.Context, tr *trainRun) error {
-	tr.sum.HeldoutAcc = r.acc
-	b, err := tr.model.ExportComparator()
+func (r *comparatorRun) finish(_ context.Context, model *graphs.Model, out output, sum *TrainSummary) error {
+	sum.HeldoutAcc = r.acc
+	b, err := model.ExportComparator()
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(tr.opt.Out, ComparatorFile)
-	if err := atomicfile.WriteFile(path, b); err != nil {
+	if err := out.write(ComparatorFile, b); err != nil {
 		return err
 	}
-	tr.log.Info("comparator written", "file", path, "classes", r.cfg.Classes,
+	r.log.Info("comparator written", "file", ComparatorFile, "classes", r.cfg.Classes,
 		"heldout_surrogate_accuracy", r.acc, "heldout_samples", r.heldout.N)
 	return nil
 }

@@ -23,15 +23,17 @@ func (inversionTask) defaults(c *Config) {
 func (inversionTask) validate(c Config) error {
 	switch {
 	case c.Target == "":
-		return errors.New("an inversion needs --target, the network whose features it inverts (e.g. mobilenetv2, alexnet)")
+		return errors.New("an inversion needs a target, the network whose features it inverts (e.g. mobilenetv2, alexnet)")
 	case strings.Contains(c.Target, ":") && c.Layer != "" && !strings.HasSuffix(c.Target, ":"+c.Layer):
-		return fmt.Errorf("--target %s names a layer and --layer %s another", c.Target, c.Layer)
+		return fmt.Errorf("target %s names a layer and layer %s another", c.Target, c.Layer)
 	case !strings.Contains(c.TargetSpec(), ":") || strings.Contains(c.TargetSpec(), "+"):
-		return fmt.Errorf("--target %s: name the one layer to invert with --layer", c.Target)
+		return fmt.Errorf("target %s: name the one layer to invert as its layer", c.Target)
 	case c.TargetSize != 0 && c.TargetSize < pretrained.MinInputSize:
-		return fmt.Errorf("--target-size %d: a target sees images at least %d px (0: the crop size)", c.TargetSize, pretrained.MinInputSize)
+		return fmt.Errorf("target_size %d: a target sees images at least %d px (0: the crop size)", c.TargetSize, pretrained.MinInputSize)
 	case c.KLWeight > 0:
-		return errors.New("--kl-weight is for --task vae: an inversion has no KL term")
+		return errors.New("kl_weight is for the vae task: an inversion has no KL term")
+	case c.Discriminator == DiscriminatorPatch:
+		return errPatchD
 	}
 	// The rest is the DeePSiM generators' own.
 	v := c
@@ -42,6 +44,21 @@ func (inversionTask) validate(c Config) error {
 func (inversionTask) engine() graphs.Task { return graphs.Inversion }
 
 func (inversionTask) generative() bool { return true }
+
+func (inversionTask) inverts() bool { return true }
+
+func (inversionTask) samples() bool { return false }
+
+func (inversionTask) trainedComparator() bool { return false }
+
+// An inversion's Layer is its target's, and its comparator is by default
+// the target at that layer.
+func (inversionTask) comparatorSpec(c Config) string {
+	if c.Comparator == "" {
+		return c.TargetSpec()
+	}
+	return c.Comparator
+}
 
 // target is the target at the inverted layer.
 func (inversionTask) target(c Config, store pretrained.Store) (*pretrained.Network, error) {
@@ -77,8 +94,8 @@ func (t inversionTask) networks(c Config, store pretrained.Store) (fixedNets, er
 	return n, nil
 }
 
-func (inversionTask) begin(c Config, data *pipeline.Loader, g *graphs.Group, _ *slog.Logger) (taskRun, error) {
-	return &deepsimRun{cfg: c, batches: cropBatches(c, data, g), images: data.Source().Len()}, nil
+func (inversionTask) begin(c Config, data *pipeline.Loader, g *graphs.Group, log *slog.Logger) (taskRun, error) {
+	return &deepsimRun{cfg: c, batches: cropBatches(c, data, g), images: data.Source().Len(), log: log}, nil
 }
 
 // The paper's loss weights for inverting AlexNet (the authors' Caffe code):

@@ -10,7 +10,7 @@ import (
 
 // LossTerm is one weighted term of the generators' DeePSiM loss (every
 // task but the comparator's). Everything else about a term follows from
-// its name: the flag --lambda-NAME, the config.json key lambda_NAME, the
+// its name: the config.json key lambda_NAME (and the CLI's flag), the
 // weight the engine looks up as NAME, and the metrics key loss_NAME under
 // which the step logs the term before weighting.
 type LossTerm struct {
@@ -37,9 +37,6 @@ const (
 	// adversarial term brings.
 	TermMatch = "match"
 )
-
-// Flag is the term's command-line flag, without dashes.
-func (t LossTerm) Flag() string { return "lambda-" + t.Name }
 
 // Key is the term's weight's config.json key.
 func (t LossTerm) Key() string { return "lambda_" + t.Name }

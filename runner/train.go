@@ -102,7 +102,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if err := sameInputs(opt.Group, data.Source(), nets.targetWeights); err != nil {
 		return sum, err
 	}
-	model, err := graphs.NewModel(cfg.Graph(), nets.comp, nets.target)
+	model, err := graphs.NewModel(cfg.Engine(), nets.comp, nets.target)
 	if err != nil {
 		return sum, err
 	}
@@ -133,7 +133,7 @@ func Train(ctx context.Context, cfg Config, opt TrainOptions) (*TrainSummary, er
 	if err := out.save(model, sum.Step); err != nil {
 		return sum, fmt.Errorf("final checkpoint: %w", err)
 	}
-	return sum, r.task.finish(ctx, r)
+	return sum, r.task.finish(ctx, model, out, sum)
 }
 
 // checkRun refuses a configuration that cannot train, before anything
@@ -178,7 +178,7 @@ func (r *trainRun) loop(ctx context.Context) error {
 		if bad != nil && g == nil {
 			return r.stop(step, bad)
 		}
-		in = shard(ctx, in, g)
+		in = rankRows(ctx, in, g)
 		in.Stop = in.Stop || bad != nil // the group stops together
 		out, err := r.model.TrainStep(in)
 		if err != nil {

@@ -122,7 +122,7 @@ func TestTrainRunFolderGuards(t *testing.T) {
 	}
 	mustTrain(t, cfg, TrainOptions{Out: run})
 	_, err := Train(context.Background(), cfg, TrainOptions{Out: run, Log: discardLog()})
-	if err == nil || !strings.Contains(err.Error(), "--resume") {
+	if err == nil || !strings.Contains(err.Error(), "resume it") {
 		t.Fatalf("training over an existing run: err = %v", err)
 	}
 }
@@ -235,8 +235,10 @@ func TestResumeRunBeforeStreaming(t *testing.T) {
 	}
 	for i, want := range []int{1, 0} {
 		log, buf := captureLog()
-		req := Request{Out: run, Resume: true, Given: func(string) bool { return false }, Reapply: func(c *Config) error { c.Steps = int64(3 + i); return nil }}
-		resumed, err := Resolve(Defaults(), req, pretrained.Store{}, nil, log)
+		asked := Defaults()
+		asked.Steps = int64(3 + i)
+		req := Request{Out: run, Resume: true, Given: func(key string) bool { return key == "steps" }}
+		resumed, err := Resolve(asked, req, pretrained.Store{}, nil, log)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -113,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // errUsage marks a command line that cannot work: exit status 2.
-var errUsage = runner.ErrUsage
+var errUsage = errors.New("usage")
 
 // listFlag is a repeatable, comma-separated list flag. Commas inside
 // braces belong to a brace pattern ({a,b}), not to the list.
@@ -191,7 +191,7 @@ func cmdFeatures(ctx context.Context, args []string, log *slog.Logger, stdout, s
 		if err != nil {
 			return err
 		}
-		if cfg.Task != runner.TaskInversion {
+		if !cfg.Inverts() {
 			return fmt.Errorf("%s is a %s run, not an inversion", run, cfg.Task)
 		}
 		opt.Target, opt.Size, opt.TargetSize = cfg.TargetSpec(), cfg.Size, cfg.TargetSize

@@ -90,7 +90,7 @@ func TestResumeKeepsConfig(t *testing.T) {
 		t.Fatalf("train: %d\n%s", code, out)
 	}
 	code, out := runCLI("train", "--out", run, "--resume", "--steps", "4", "--lambda-adv", "0.5")
-	if code != exitError || !strings.Contains(out, "--lambda-adv") {
+	if code != exitError || !strings.Contains(out, "lambda_adv") {
 		t.Fatalf("changing a loss weight on resume: exit %d\n%s", code, out)
 	}
 	if code, out := runCLI("train", "--out", run, "--resume", "--steps", "4"); code != exitOK {
@@ -250,7 +250,7 @@ func TestSampleCommand(t *testing.T) {
 		code int
 		want string
 	}{
-		{"autoencoder run", []string{"sample", "--run", ae, "--n", "4", "--out", filepath.Join(dir, "x.png")}, exitError, "--task vae"},
+		{"autoencoder run", []string{"sample", "--run", ae, "--n", "4", "--out", filepath.Join(dir, "x.png")}, exitError, "vae run"},
 		{"one image to interpolate", []string{"sample", "--run", vae, "--interpolate", data, "--out", filepath.Join(dir, "y.png")}, exitUsage, "two images"},
 		{"no out", []string{"sample", "--run", vae}, exitUsage, "usage"},
 		{"latent not 8x8", []string{"train", "--task", "vae", "--data", data, "--out", filepath.Join(dir, "z"), "--latent", "4x4x4"}, exitUsage, "8 x 8"},

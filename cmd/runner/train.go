@@ -74,7 +74,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.IntVar(&cfg.ComparatorSize, "comparator-size", cfg.ComparatorSize, "side the comparator resizes its input to (0: its own; -1: the crops', which the default MobileNetV2 uses)")
 	fs.IntVar(&cfg.Classes, "classes", cfg.Classes, "surrogate classes (comparator task)")
 	for i, t := range runner.LossTerms {
-		fs.Float64Var(&cfg.Weights[i], t.Flag(), cfg.Weights[i], t.Help)
+		fs.Float64Var(&cfg.Weights[i], strings.ReplaceAll(t.Key(), "_", "-"), cfg.Weights[i], t.Help)
 	}
 	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "Adam learning rate")
 	fs.Float64Var(&cfg.LRD, "lr-d", cfg.LRD, "D's Adam learning rate (0: --lr); a D that learns faster than G, as in TTUR")
@@ -90,6 +90,15 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.Int64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "save a checkpoint every N steps")
 	fs.IntVar(&inv.nproc, "nproc", 1, "data-parallel: start N processes on this machine, --threads split among them")
 	fs.DurationVar(&inv.timeout, "dist-timeout", runner.DefaultGroupTimeout, "data-parallel: how long a rank waits for the others, at the start and in each step")
+}
+
+// configKey is the config.json key a train flag sets: its name with
+// underscores, but for --latent.
+func configKey(flag string) string {
+	if flag == "latent" {
+		return "code_channels"
+	}
+	return strings.ReplaceAll(flag, "-", "_")
 }
 
 // given tells whether the named flag was given.
@@ -181,17 +190,19 @@ func launchLocal(ctx context.Context, n, threads int, args []string, log *slog.L
 func train(ctx context.Context, cfg runner.Config, inv invocation, fs *flag.FlagSet, args []string,
 	group *graphs.Group, log *slog.Logger, stderr io.Writer) error {
 	store := pretrained.NewStore(pretrained.DefaultHome())
+	keys := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { keys[configKey(f.Name)] = true })
+	if inv.paper {
+		weighted := false
+		for _, t := range runner.LossTerms {
+			weighted = weighted || keys[t.Key()]
+		}
+		if !cfg.Inverts() || weighted {
+			return fmt.Errorf("%w: --paper-weights is for --task inversion, without --lambda-*", errUsage)
+		}
+	}
 	req := runner.Request{Out: inv.out, Resume: inv.resume, PaperWeights: inv.paper,
-		Given: func(name string) bool { return given(fs, name) },
-		Reapply: func(c *runner.Config) error {
-			again := flag.NewFlagSet("train", flag.ContinueOnError)
-			again.SetOutput(io.Discard)
-			bindTrainFlags(again, c, &invocation{})
-			if err := again.Parse(args); err != nil {
-				return usageErr(err)
-			}
-			return nil
-		}}
+		Given: func(key string) bool { return keys[key] }}
 	cfg, err := runner.Resolve(cfg, req, store, group, log)
 	if err != nil {
 		return err
