@@ -8,12 +8,12 @@
 # "train_acc" out of a comparator run's metrics line when the batch
 # accuracy was exactly 0 (a JSON omitempty); now it is always logged.
 #   scripts/same-as.sh [BASE_COMMIT] [PHOTO_DIR]
-# BASE_COMMIT defaults to 140dfc6, the last commit before the second
-# structure round (one loop, the term table, networks opened once);
+# BASE_COMMIT defaults to 8d724a7, the last commit before the third
+# structure round (named losses and one update, a task in one place);
 # PHOTO_DIR to the default photos (make deps installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-base=${1:-140dfc6}
+base=${1:-8d724a7}
 photos=${2:-/usr/share/backgrounds}
 tmp=$(mktemp -d)
 trap 'git worktree remove --force "$tmp/src" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
@@ -33,6 +33,8 @@ tiny=(--data "$tmp/data" --size 32 --batch 4 --steps 6 --checkpoint-every 3 --se
 declare -A runs=(
 	[autoencoder-deconv]="--task autoencoder --upsample deconv"
 	[autoencoder-resize]="--task autoencoder --upsample resize"
+	[autoencoder-adaptive]="--task autoencoder --d-warmup 0"
+	[autoencoder-match-ema-patch]="--task autoencoder --d-warmup 0 --adv-weight fixed --lambda-adv 0.01 --lambda-match 1 --ema 0.9 --discriminator patch"
 	[vae]="--task vae --upsample deconv"
 	[comparator]="--task comparator --size 64 --batch 8 --classes 4"
 	[inversion]="--task inversion --target exemplar --layer conv2 --upsample deconv"
