@@ -100,12 +100,14 @@ class Adversary {
 
 // What a task's generator made of a batch x: the output, what G pays
 // besides the DeePSiM terms (the VAE's weighted KL), the task's own terms
-// to log (the KL), the features an inversion's D also sees, and the weight
-// of G's output layer, where the adaptive weight compares gradients.
+// to log (the KL), the features an inversion's D also sees, the weight
+// of G's output layer, where the adaptive weight compares gradients, and
+// the VAE's decoded draws from its prior (undefined: none), which D sees
+// as fakes beside y and G learns to pass as real (Larsen et al., 2016).
 struct Generated {
   torch::Tensor y, base;
   Terms logged;
-  torch::Tensor cond, last;
+  torch::Tensor cond, last, prior;
 };
 
 // The terms of a step before D's step: the weighted reconstruction terms
@@ -148,6 +150,11 @@ Reconstruction reconstruction_terms(const ds_model& m, Comparator* comp, Adversa
   if (adversarial) {
     auto [real, fake] = d.logits_pair(x, g.y.detach(), g.cond);
     r.d_loss = r.discr = discriminator_loss(real, fake);
+    if (g.prior.defined()) {
+      auto drawn = d.logits_and_activations(g.prior.detach(), g.cond).first;
+      r.d_loss = r.discr =
+          r.discr + F::binary_cross_entropy_with_logits(drawn, torch::zeros_like(drawn));
+    }
   }
   return r;
 }
@@ -156,16 +163,23 @@ Reconstruction reconstruction_terms(const ds_model& m, Comparator* comp, Adversa
 // must leave no gradients in D) and feature matching on D's activations.
 GeneratorLoss generator_terms(const ds_model& m, Adversary& d, const torch::Tensor& x,
                               const Generated& g, const Reconstruction& r) {
-  const double w_match = m.weight("match");
+  const double w_match = m.weight("match"), w_prior = m.weight("prior_adv");
   auto zero = torch::zeros({}, x.options());
   GeneratorLoss out{g.y, g.last, g.base, r.rec, r.loss, {}, {}};
-  torch::Tensor adv = zero, match = zero;
+  torch::Tensor adv = zero, match = zero, prior = zero;
   if (r.d_loss.defined()) {
     Autocast autocast(bf16(m));
     set_requires_grad(d.module(), false);
     auto [judged, fy] = d.logits_and_activations(g.y, g.cond);
+    if (g.prior.defined()) prior = adversarial_loss(d.logits_and_activations(g.prior, g.cond).first);
     set_requires_grad(d.module(), true);
     out.adv = adv = adversarial_loss(judged);
+    // The draws have no target, so no reconstruction term to weigh this
+    // against: a fixed weight, outside the adaptive one.
+    if (g.prior.defined()) {
+      out.base = out.base + w_prior * prior;
+      out.loss = out.loss + w_prior * prior;
+    }
     if (w_match > 0) {
       std::vector<torch::Tensor> fx;
       {
@@ -181,6 +195,7 @@ GeneratorLoss generator_terms(const ds_model& m, Adversary& d, const torch::Tens
   // Feature matching only where the run has it: the report plots each term
   // the step logs, and metrics lines hold 0 for the rest.
   if (w_match > 0) out.logged.emplace_back("loss_match", match);
+  if (g.prior.defined()) out.logged.emplace_back("loss_prior_adv", prior);
   out.logged.insert(out.logged.end(), g.logged.begin(), g.logged.end());
   return out;
 }

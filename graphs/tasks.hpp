@@ -155,6 +155,14 @@ class Autoencoder : public Task, public Adversary {
                      .to(code.device(), dtype(m));
       auto mu = code;
       code = mu + torch::exp(0.5 * logvar) * eps;
+      // As many draws from the prior as rows, where D judges them: this
+      // process's rows of one global draw, after eps from the same stream.
+      if (m.weight("prior_adv") > 0) {
+        auto z = torch::randn(shape, noise_, torch::kFloat32)
+                     .slice(0, m.rows->offset, m.rows->offset + code.size(0))
+                     .to(code.device(), dtype(m));
+        g.prior = gen_->forward(z.contiguous(layout(m)));
+      }
       // In the weights' type even under autocast: a sum over the whole latent.
       auto kl = kl_divergence(mu.to(dtype(m)), logvar.to(dtype(m)), x.size(0));
       g.logged.emplace_back("kl", kl);

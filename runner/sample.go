@@ -33,18 +33,42 @@ type SampleOptions struct {
 	Interpolate []string
 	Steps       int
 	// Ref, when set, is a folder of real images: Sample then measures the
-	// outputs' mean gradient magnitude against N seeded crops of it.
+	// outputs against N seeded crops of it (SampleResult).
 	Ref string
-	Log *slog.Logger
+	// Judge is the network whose features KID and FID compare
+	// (SampleJudge when empty), from Store.
+	Judge string
+	Store pretrained.Store
+	Log   *slog.Logger
 }
 
-// SampleResult says what Sample wrote and measured.
+// SampleJudge is the features KID and FID compare by default: the global
+// pool of the imported InceptionV3, 2048 values an image. That network is
+// nsfwjs's, not the ImageNet Inception of published FIDs: the figures
+// compare deepsim runs with each other, not with papers.
+const SampleJudge = "inceptionv3:flatten_1"
+
+// kidSubsets is how many subsets KID averages, as clean-fid's default.
+const kidSubsets = 100
+
+// SampleResult says what Sample wrote and measured against Ref.
 type SampleResult struct {
-	Written []string
+	Written []string `json:"-"`
 	// SharpnessRatio is the outputs' mean luminance-gradient magnitude over
 	// that of the reference crops (0 without Ref).
-	SharpnessRatio float64
-	RefCrops       int
+	SharpnessRatio float64 `json:"sharpness_ratio"`
+	// GridRatio is the outputs' spectral power on the 8 px lattice over
+	// the reference crops' (1: no grid).
+	GridRatio float64 `json:"grid_ratio"`
+	// KID and FID of the outputs' Judge features against the crops'.
+	KID        float64 `json:"kid"`
+	KIDStd     float64 `json:"kid_std"`
+	KIDSubsets int     `json:"kid_subsets"`
+	KIDSubset  int     `json:"kid_subset_size"`
+	FID        float64 `json:"fid"`
+	Judge      string  `json:"judge"`
+	Samples    int     `json:"samples"`
+	RefCrops   int     `json:"ref_crops"`
 }
 
 // ErrNotVAE is returned when sampling is asked of a run that is not a VAE.
@@ -123,9 +147,15 @@ func Sample(ctx context.Context, opt SampleOptions) (*SampleResult, error) {
 			return nil, fmt.Errorf("reference images: %w", err)
 		}
 		defer data.Close()
-		res.RefCrops = max(n, 2)
+		res.RefCrops, res.Samples = max(n, 2), n
 		ref := fixedCrops(data, res.RefCrops, 1).Data
 		res.SharpnessRatio = measure.Sharpness(y, n, cfg.Size) / measure.Sharpness(ref, res.RefCrops, cfg.Size)
+		// The largest ratio of the samples' power on the 8 px lattice to the
+		// crops' (GridSpectrum sums over images: as many of each).
+		res.GridRatio = measure.GridRatio(ref, y, n, cfg.Size, gridPeriod)
+		if err := distributionDistances(res, opt, y, ref, cfg.Size); err != nil {
+			return nil, err
+		}
 	}
 	res.Written, err = writeImages(opt.Out, y, n, cfg.Size, len(opt.Interpolate) > 0)
 	return res, err
@@ -217,4 +247,47 @@ func writeImages(out string, y []float32, n, size int, row bool) ([]string, erro
 		written = append(written, p)
 	}
 	return written, nil
+}
+
+// distributionDistances fills in res's KID and FID of the samples y
+// against the reference crops, in the judge's features.
+func distributionDistances(res *SampleResult, opt SampleOptions, y, ref []float32, size int) error {
+	res.Judge = opt.Judge
+	if res.Judge == "" {
+		res.Judge = SampleJudge
+	}
+	judge, err := pretrained.OpenString(res.Judge, opt.Store, 0)
+	if err != nil {
+		return fmt.Errorf("sample judge: %w", err)
+	}
+	defer judge.Close()
+	rows := func(x []float32, n int) (measure.Features, error) {
+		f, per, err := features(judge, x, n, size)
+		if err != nil {
+			return nil, err
+		}
+		out := make(measure.Features, n)
+		for i := range out {
+			out[i] = make([]float64, per)
+			for j, v := range f[i*per : (i+1)*per] {
+				out[i][j] = float64(v)
+			}
+		}
+		return out, nil
+	}
+	fy, err := rows(y, res.Samples)
+	if err != nil {
+		return err
+	}
+	fr, err := rows(ref, res.RefCrops)
+	if err != nil {
+		return err
+	}
+	kid, err := measure.KID(fy, fr, kidSubsets, 1)
+	if err != nil {
+		return err
+	}
+	res.KID, res.KIDStd, res.KIDSubsets, res.KIDSubset = kid.KID, kid.Std, kid.Subsets, kid.SubsetSize
+	res.FID, err = measure.FID(fy, fr)
+	return err
 }

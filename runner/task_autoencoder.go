@@ -53,6 +53,10 @@ func (t deepsimTask) validate(c Config) error {
 		return fmt.Errorf("upsample %q: have %s, %s", c.Upsample, UpsampleResize, UpsampleDeconv)
 	case c.KLWarmup < 0:
 		return errors.New("kl_warmup must not be negative")
+	case !t.vae && c.Weights.Of(TermPriorAdv) > 0:
+		return errors.New("lambda_prior_adv judges draws from a VAE's prior: it is for the vae task")
+	case c.Weights.Of(TermPriorAdv) > 0 && c.Weights.Of(TermAdv) <= 0:
+		return errors.New("lambda_prior_adv needs lambda_adv above 0, which trains D")
 	case !t.vae && c.KLWeight > 0:
 		return errors.New("kl_weight is for the vae task: an autoencoder has no KL term")
 	case c.Size < 16 || c.Size%8 != 0 || f&(f-1) != 0:

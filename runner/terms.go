@@ -26,6 +26,7 @@ var LossTerms = [...]LossTerm{
 	{TermAdv, 0.01, "weight of the adversarial loss"},
 	{TermImg, 1, "weight of the pixel loss"},
 	{TermMatch, 0, "weight of D's feature matching: the L1 distance between D's activations on the crop and on G's output (pix2pixHD); needs the adversarial term"},
+	{TermPriorAdv, 0, "VAE: weight of the adversarial term on decoded draws from the prior, which D also sees as fakes (VAE/GAN, Larsen et al.); needs the adversarial term"},
 }
 
 // The terms that code outside the table names.
@@ -36,6 +37,9 @@ const (
 	// TermMatch is D's feature matching: needs a discriminator, which the
 	// adversarial term brings.
 	TermMatch = "match"
+	// TermPriorAdv is -log D(G(z)) on draws z from a VAE's prior: needs a
+	// discriminator.
+	TermPriorAdv = "prior_adv"
 )
 
 // Key is the term's weight's config.json key.

@@ -217,7 +217,7 @@ func cmdFeatures(ctx context.Context, args []string, log *slog.Logger, stdout, s
 func cmdSample(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
 	const use = "usage: runner sample --run RUN --n N --out FILE.png|DIR [--seed S] [--ref DIR]\n" +
 		"       runner sample --run RUN --interpolate A B --steps K --out FILE.png|DIR"
-	opt := runner.SampleOptions{N: 64, Seed: 1, Steps: 8, Log: log}
+	opt := runner.SampleOptions{N: 64, Seed: 1, Steps: 8, Log: log, Store: pretrained.NewStore(pretrained.DefaultHome())}
 	fs := flag.NewFlagSet("sample", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&opt.Run, "run", "", "trained VAE run folder")
@@ -226,7 +226,9 @@ func cmdSample(ctx context.Context, args []string, log *slog.Logger, stdout, std
 	fs.Uint64Var(&opt.Seed, "seed", opt.Seed, "seed of the latents: the same seed gives the same images")
 	interp := fs.Bool("interpolate", false, "decode a row between the encodings of the two images given")
 	fs.IntVar(&opt.Steps, "steps", opt.Steps, "images in the interpolation row, both ends included")
-	fs.StringVar(&opt.Ref, "ref", "", "folder of real images: print the samples' sharpness ratio against seeded crops of it")
+	fs.StringVar(&opt.Ref, "ref", "", "folder of real images: measure the samples against as many seeded crops of it (sharpness ratio, grid ratio, KID, FID)")
+	fs.StringVar(&opt.Judge, "judge", runner.SampleJudge, "with --ref: the network whose features KID and FID compare")
+	asJSON := fs.Bool("json", false, "with --ref: print the measures as one JSON object")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return usageErr(err)
@@ -249,8 +251,16 @@ func cmdSample(ctx context.Context, args []string, log *slog.Logger, stdout, std
 		return err
 	}
 	fmt.Fprintf(stderr, "wrote %d file(s) to %s\n", len(res.Written), opt.Out)
-	if opt.Ref != "" {
-		fmt.Fprintf(stdout, "sharpness_ratio: %.4f (samples' mean gradient magnitude / that of %d crops of %s)\n", res.SharpnessRatio, res.RefCrops, opt.Ref)
+	switch {
+	case opt.Ref == "":
+	case *asJSON:
+		return json.NewEncoder(stdout).Encode(res)
+	default:
+		fmt.Fprintf(stdout, "%d samples against %d crops of %s, features of %s:\n", res.Samples, res.RefCrops, opt.Ref, res.Judge)
+		fmt.Fprintf(stdout, "sharpness_ratio: %.4f (mean gradient magnitude, samples / crops)\n", res.SharpnessRatio)
+		fmt.Fprintf(stdout, "grid_ratio: %.3f (power on the 8 px lattice, samples / crops)\n", res.GridRatio)
+		fmt.Fprintf(stdout, "kid: %.5f (std %.5f over %d subsets of %d)\n", res.KID, res.KIDStd, res.KIDSubsets, res.KIDSubset)
+		fmt.Fprintf(stdout, "fid: %.3f\n", res.FID)
 	}
 	return nil
 }
