@@ -150,3 +150,33 @@ func TestUpsampleKinds(t *testing.T) {
 		t.Fatal("unknown upsampling accepted")
 	}
 }
+
+// With a prior-adversarial weight D also sees decoded draws from the prior
+// as fakes: on the first step, where D's view of the batch is the same
+// either way, its loss is the same plus a positive term, and the term G
+// pays on them is logged. Without the weight nothing is drawn or logged.
+func TestPriorDrawsAreJudged(t *testing.T) {
+	step := func(prior float64) StepLog {
+		cfg := vaeConfig()
+		cfg.Weights["adv"], cfg.Weights["prior_adv"] = 0.1, prior
+		l, err := newModel(t, cfg).TrainStep(Step{Batch: randomBatch(1, 4, 32), N: 4, KLWeight: 1e-3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	with, without := step(0.5), step(0)
+	if !(with.Get("loss_prior_adv") > 0) {
+		t.Fatalf("loss_prior_adv = %v, want positive", with.Get("loss_prior_adv"))
+	}
+	if slices.ContainsFunc(without.Terms, func(t Term) bool { return t.Name == "loss_prior_adv" }) {
+		t.Fatal("a run without the weight logs loss_prior_adv")
+	}
+	if d, d0 := with.Get("loss_discr"), without.Get("loss_discr"); !(d > d0+0.1) {
+		t.Fatalf("D's loss %v with prior draws, %v without: want the draws' term added", d, d0)
+	}
+	// G's adversarial term differs: D stepped on its new loss first.
+	if with.Get("loss_feat") != without.Get("loss_feat") || with.Get("kl") != without.Get("kl") {
+		t.Fatalf("the reconstructions' terms differ: %+v, %+v", with.Terms, without.Terms)
+	}
+}

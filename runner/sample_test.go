@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"image"
+	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -16,31 +18,41 @@ import (
 	"github.com/deepsim/deepsim/pretrained"
 )
 
+// The same seed gives the same samples and the same measures against the
+// reference crops; another seed, other samples and other measures.
 func TestSampleIsRepeatable(t *testing.T) {
 	run, data := trainVAE(t)
+	store := trainedJudge(t)
 	dir := t.TempDir()
-	sample := func(name string, seed uint64) []byte {
+	sample := func(name string, seed uint64) ([]byte, *SampleResult) {
 		t.Helper()
 		out := filepath.Join(dir, name)
-		res, err := Sample(context.Background(), SampleOptions{Run: run, Out: out, N: 9, Seed: seed, Ref: data, Log: discardLog()})
+		res, err := Sample(context.Background(), SampleOptions{Run: run, Out: out, N: 9, Seed: seed, Ref: data,
+			Judge: "mobilenetv2", Store: store, Log: discardLog()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !(res.SharpnessRatio > 0) || res.RefCrops != 9 {
-			t.Fatalf("sharpness ratio %v over %d crops", res.SharpnessRatio, res.RefCrops)
+		if !(res.SharpnessRatio > 0) || res.RefCrops != 9 || res.Samples != 9 {
+			t.Fatalf("sharpness ratio %v, %d samples over %d crops", res.SharpnessRatio, res.Samples, res.RefCrops)
+		}
+		if !(res.FID > 0) || math.IsNaN(res.KID) || !(res.KIDStd > 0) || !(res.GridRatio > 0) || res.KIDSubset != 4 {
+			t.Fatalf("measures against the crops: %+v", res)
 		}
 		b, err := os.ReadFile(out)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b
+		return b, res
 	}
-	a, b, c := sample("a.png", 3), sample("b.png", 3), sample("c.png", 4)
-	if !bytes.Equal(a, b) {
-		t.Fatal("the same seed gave different PNGs")
+	a, ra := sample("a.png", 3)
+	b, rb := sample("b.png", 3)
+	c, rc := sample("c.png", 4)
+	ra.Written, rb.Written = nil, nil
+	if !bytes.Equal(a, b) || !reflect.DeepEqual(ra, rb) {
+		t.Fatalf("the same seed gave different samples or measures: %+v, %+v", ra, rb)
 	}
-	if bytes.Equal(a, c) {
-		t.Fatal("different seeds gave the same PNG")
+	if bytes.Equal(a, c) || ra.FID == rc.FID {
+		t.Fatal("different seeds gave the same PNG or the same FID")
 	}
 	sheet, err := imaging.Decode(bytes.NewReader(a))
 	if err != nil {

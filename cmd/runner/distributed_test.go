@@ -217,6 +217,8 @@ func TestDataParallelMatchesOneProcess(t *testing.T) {
 	}{
 		{"autoencoder, --nproc 2", runner.TaskAutoencoder, 2, false, nil},
 		{"vae, --nproc 2", runner.TaskVAE, 2, false, nil},
+		// Each rank decodes its rows of one global draw from the prior.
+		{"vae judging prior draws, 3 processes", runner.TaskVAE, 3, false, []string{"--lambda-prior-adv", "0.1"}},
 		{"autoencoder, variables set by hand", runner.TaskAutoencoder, 2, true, nil},
 		// 4 rows over 3 processes: 1, 1 and 2, weighted by their share.
 		{"autoencoder, 3 processes", runner.TaskAutoencoder, 3, false, nil},
