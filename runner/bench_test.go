@@ -173,3 +173,67 @@ func rssMiB(b testing.TB) float64 {
 	}
 	return pages * float64(os.Getpagesize()) / (1 << 20)
 }
+
+// BenchmarkHeldout measures what the held-back curve costs at its default
+// interval: one evaluation of HeldoutCrops crops, under the judge a new
+// run gets, against DefaultEvalEvery training steps of the autoencoder's
+// default configuration, with the comparator and judge of the store make
+// models fills (the shipped comparator and a random judge without it).
+func BenchmarkHeldout(b *testing.B) {
+	store := pretrained.NewStore(pretrained.DefaultHome())
+	cfg := Defaults()
+	deepsimTask{}.defaults(&cfg)
+	PreferTrainedComparator(&cfg, store)
+	data := benchData(b, cfg)
+	graphs.SetThreads(cfg.Threads)
+	comp, err := pretrained.OpenString(cfg.ComparatorSpec(), store, cfg.ComparatorSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer comp.Close()
+	model, err := graphs.NewModel(cfg.Engine(), comp, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer model.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := stream(ctx, data, cfg)
+	step := func() {
+		batch := <-s
+		if _, err := model.TrainStep(graphs.Step{Batch: batch.Data, N: batch.N}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	curve, err := openHeldoutCurve(b.TempDir(), cfg, data, store, 0, discardLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer curve.close()
+	for range 3 {
+		step()
+	}
+	if err := curve.at(model, 1); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	const steps, evals = 30, 3
+	for range b.N {
+		start := time.Now()
+		for range steps {
+			step()
+		}
+		perStep := time.Since(start) / steps
+		start = time.Now()
+		for i := range evals {
+			if err := curve.at(model, int64(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		perEval := time.Since(start) / evals
+		b.ReportMetric(perStep.Seconds(), "s/step")
+		b.ReportMetric(perEval.Seconds(), "s/eval")
+		b.ReportMetric(100*perEval.Seconds()/(perEval.Seconds()+DefaultEvalEvery*perStep.Seconds()), "%_of_training")
+		b.Logf("comparator %s, judge %s, %d crops every %d steps", cfg.ComparatorSpec(), curve.name, HeldoutCrops, DefaultEvalEvery)
+	}
+}

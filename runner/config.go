@@ -71,11 +71,14 @@ type Config struct {
 	TargetSize    int    `json:"target_size,omitempty"`
 	TargetWeights string `json:"target_weights,omitempty"`
 
-	// Comparator task: surrogate classes, and how often to measure their
-	// accuracy on held-out transformations (HeldoutPerClass per class).
-	Classes         int   `json:"classes,omitempty"`
-	HeldoutPerClass int   `json:"heldout_per_class,omitempty"`
-	EvalEvery       int64 `json:"eval_every,omitempty"`
+	// Comparator task: surrogate classes, measured on HeldoutPerClass
+	// held-out transformations per class.
+	Classes         int `json:"classes,omitempty"`
+	HeldoutPerClass int `json:"heldout_per_class,omitempty"`
+	// EvalEvery is the interval between held-out evaluations: the
+	// comparator's accuracy; a generator's held-back curve, where it has
+	// Heldout images (0: none).
+	EvalEvery int64 `json:"eval_every,omitempty"`
 
 	// Loss weights (see LossTerms), on mean-reduced squared errors: pixels
 	// in [-1,1] for the image term, comparator features for the feature
@@ -238,6 +241,7 @@ func Defaults() Config {
 		Seed:            1,
 		Threads:         0,
 		LogEvery:        1,
+		EvalEvery:       DefaultEvalEvery,
 		CheckpointEvery: 200,
 	}
 }
@@ -357,6 +361,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("d_warmup %d: must not be negative", c.DWarmup)
 	case c.Weights.Of(TermMatch) > 0 && c.Weights.Of(TermAdv) <= 0:
 		return errors.New("lambda_match compares D's activations: it needs lambda_adv above 0, which trains D")
+	case c.EvalEvery < 0:
+		return fmt.Errorf("eval_every %d: must not be negative", c.EvalEvery)
 	case c.LRDecay < 0:
 		return fmt.Errorf("lr_decay %d: must not be negative", c.LRDecay)
 	case c.Discriminator != "" && c.Discriminator != DiscriminatorImage && c.Discriminator != DiscriminatorPatch:
@@ -501,7 +507,7 @@ func (c Config) Generative() bool {
 
 // resumable are the settings a resumed run may change, by config.json key.
 // (An inversion's target_weights is checked against the weights themselves.)
-var resumable = map[string]bool{"steps": true, "threads": true, "layout": true, "data": true, "heldout": true,
+var resumable = map[string]bool{"steps": true, "threads": true, "layout": true, "data": true, "heldout": true, "eval_every": true,
 	"log_every": true, "checkpoint_every": true, "target_weights": true,
 	"data_stream": true, "cache_mb": true}
 

@@ -144,13 +144,12 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 	pairs := measure.Derangement(opt.N, opt.Seed)
 	plane := 3 * cfg.Size * cfg.Size
 	res.ImageErrorPct = measure.NormalisedError(x, y, plane, pairs)
-	for i := range opt.N {
-		xi, yi := x[i*plane:(i+1)*plane], y[i*plane:(i+1)*plane]
-		res.PSNR += measure.PSNR(xi, yi) / float64(opt.N)
-		res.SSIM += measure.SSIM(xi, yi, cfg.Size) / float64(opt.N)
+	var p HeldoutPoint
+	if err := reconstructionMeasures(&p, x, y, opt.N, cfg.Size, judge); err != nil {
+		return nil, err
 	}
-	res.SharpnessRatio = measure.Sharpness(y, opt.N, cfg.Size) / measure.Sharpness(x, opt.N, cfg.Size)
-	res.GridRatio = measure.GridRatio(x, y, opt.N, cfg.Size, gridPeriod)
+	res.PSNR, res.SSIM, res.SharpnessRatio, res.GridRatio, res.PerceptualDistance =
+		p.PSNR, p.SSIM, p.SharpnessRatio, p.GridRatio, p.PerceptualDistance
 	for _, m := range []struct {
 		c   *graphs.Comparator
 		out *float64
@@ -164,13 +163,6 @@ func Evaluate(ctx context.Context, opt EvalOptions) (*EvalResult, error) {
 			return nil, err
 		}
 		*m.out = measure.NormalisedError(fx, fy, d, pairs)
-	}
-	d, err := distances(judge, x, y, opt.N, cfg.Size)
-	if err != nil {
-		return nil, err
-	}
-	for _, v := range d {
-		res.PerceptualDistance += v / float64(opt.N)
 	}
 	return res, nil
 }

@@ -153,11 +153,17 @@ func (r *reporter) write() error {
 	if err != nil {
 		return err
 	}
+	var curves []reportImage
+	if pts, err := ReadHeldout(r.dir); err == nil && len(pts) > 0 {
+		if curves, err = curveCharts([]curve{{label: r.dir, points: pts}}); err != nil {
+			return err
+		}
+	}
 	cfgJSON, _ := json.MarshalIndent(r.cfg, "", "  ")
 	evalJSON, _ := os.ReadFile(filepath.Join(r.dir, EvalFile))
 	var page bytes.Buffer
 	err = reportPage.Execute(&page, map[string]any{
-		"Run": r.dir, "Plots": plots, "Grids": grids, "Samples": samples, "Source": r.source,
+		"Run": r.dir, "Plots": plots, "Curves": curves, "EvalEvery": r.cfg.EvalEvery, "Grids": grids, "Samples": samples, "Source": r.source,
 		"Config": string(cfgJSON), "Eval": string(evalJSON),
 	})
 	if err != nil {
@@ -230,6 +236,9 @@ pre { background: #eee; padding: 1em; overflow: auto }
 <h1>deepsim run <code>{{.Run}}</code></h1>
 <h2>Losses</h2>
 <div class="plots">{{range .Plots}}<img class="plot" alt="{{.Label}}" src="{{.Src}}">{{end}}</div>
+{{if .Curves}}<h2>Held-back curve</h2>
+<p>The fixed held-back crops, evaluated every {{.EvalEvery}} steps (heldout.jsonl).</p>
+<div class="plots">{{range .Curves}}<img class="curve" alt="{{.Label}}" src="{{.Src}}">{{end}}</div>{{end}}
 <h2>Reconstructions of fixed crops</h2>
 <p>Crops from {{.Source}}; one row per report step, inputs first.</p>
 <table class="grid">{{range .Grids}}<tr><td>{{.Label}}</td><td><img class="recon" alt="{{.Label}}" src="{{.Src}}"></td></tr>{{end}}</table>
@@ -237,7 +246,7 @@ pre { background: #eee; padding: 1em; overflow: auto }
 <p>The same latents, drawn from N(0, I), decoded at each report step.</p>
 <table class="grid">{{range .Samples}}<tr><td>{{.Label}}</td><td><img class="sample" alt="{{.Label}}" src="{{.Src}}"></td></tr>{{end}}</table>{{end}}
 <h2>Evaluation</h2>
-{{if .Eval}}<pre>{{.Eval}}</pre>{{else}}<p>Not evaluated yet: train with <code>heldout DIR</code>, or run <code>runner eval</code>.</p>{{end}}
+{{if .Eval}}<pre>{{.Eval}}</pre>{{else}}<p>Not evaluated yet: train with held-out images, or run <code>runner eval</code>.</p>{{end}}
 <h2>Configuration</h2>
 <pre>{{.Config}}</pre>
 <script>
@@ -247,6 +256,7 @@ window.addEventListener("load", function () {
       function (i) { return i.complete && i.naturalWidth > 0; }).length;
   };
   document.body.setAttribute("data-plots-rendered", ok("img.plot"));
+  document.body.setAttribute("data-curves-rendered", ok("img.curve"));
   document.body.setAttribute("data-recons-rendered", ok("img.recon"));
   document.body.setAttribute("data-samples-rendered", ok("img.sample"));
 });

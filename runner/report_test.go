@@ -7,13 +7,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
 
-// renderedCounts opens a page in headless Chromium (make deps installs it)
-// and returns the counts its script writes once every image has loaded.
-func renderedCounts(t *testing.T, page string) (plots, recons, samples int) {
+// rendered opens a page in headless Chromium (make deps installs it) and
+// returns the counts its script writes once every image has loaded, by
+// the kind of image (the attribute data-KIND-rendered).
+func rendered(t *testing.T, page string) map[string]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -24,15 +26,27 @@ func renderedCounts(t *testing.T, page string) (plots, recons, samples int) {
 	if err != nil {
 		t.Fatalf("headless chromium: %v (make deps installs Debian's chromium)", err)
 	}
-	get := func(attr string) int {
-		m := regexp.MustCompile(attr + `="(\d+)"`).FindSubmatch(out)
-		if m == nil {
-			t.Fatalf("the page set no %s: its script did not run", attr)
-		}
-		n, _ := strconv.Atoi(string(m[1]))
-		return n
+	ms := regexp.MustCompile(`data-(\w+)-rendered="(\d+)"`).FindAllSubmatch(out, -1)
+	if ms == nil {
+		t.Fatal("the page set no data-*-rendered: its script did not run")
 	}
-	return get("data-plots-rendered"), get("data-recons-rendered"), get("data-samples-rendered")
+	counts := map[string]int{}
+	for _, m := range ms {
+		counts[string(m[1])], _ = strconv.Atoi(string(m[2]))
+	}
+	return counts
+}
+
+// renderedCounts are the run report's counts.
+func renderedCounts(t *testing.T, page string) (plots, curves, recons, samples int) {
+	t.Helper()
+	c := rendered(t, page)
+	for _, k := range []string{"plots", "curves", "recons", "samples"} {
+		if _, ok := c[k]; !ok {
+			t.Fatalf("the report set no data-%s-rendered", k)
+		}
+	}
+	return c["plots"], c["curves"], c["recons"], c["samples"]
 }
 
 func TestReportRendersInChromium(t *testing.T) {
@@ -48,9 +62,12 @@ func TestReportRendersInChromium(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	plots, recons, samples := renderedCounts(t, filepath.Join(run, ReportFile))
+	plots, curves, recons, samples := renderedCounts(t, filepath.Join(run, ReportFile))
 	if plots != 4 {
 		t.Errorf("%d loss plots rendered, want 4 (feat, adv, img, discr)", plots)
+	}
+	if want := 2 * len(curveMeasures); curves != want {
+		t.Errorf("%d held-back charts rendered, want %d (each measure against steps and minutes)", curves, want)
 	}
 	if recons != 3 {
 		t.Errorf("%d reconstruction rows rendered, want 3 (inputs, steps 2 and 4)", recons)
@@ -66,8 +83,40 @@ func TestVAEReportShowsKLAndSamples(t *testing.T) {
 	cfg.Steps, cfg.CheckpointEvery = 4, 2
 	run := filepath.Join(t.TempDir(), "run")
 	mustTrain(t, cfg, TrainOptions{Out: run})
-	plots, recons, samples := renderedCounts(t, filepath.Join(run, ReportFile))
-	if plots != 5 || recons != 3 || samples != 2 {
-		t.Fatalf("rendered %d plots (want 5 with kl), %d reconstruction rows (want 3), %d sample rows (want 2)", plots, recons, samples)
+	plots, curves, recons, samples := renderedCounts(t, filepath.Join(run, ReportFile))
+	if plots != 5 || recons != 3 || samples != 2 || curves != 0 {
+		t.Fatalf("rendered %d plots (want 5 with kl), %d reconstruction rows (want 3), %d sample rows (want 2), %d held-back charts (want 0: no held-back images)", plots, recons, samples, curves)
+	}
+}
+
+// runner report puts several runs' held-back curves on one page, and
+// refuses a run without a curve or one judged by another network.
+func TestCompareRuns(t *testing.T) {
+	data := photos(t, 3)
+	dir := t.TempDir()
+	train := func(name string, mutate func(*Config)) string {
+		cfg := smallConfig(data)
+		cfg.Heldout, cfg.Steps, cfg.EvalEvery = []string{data}, 4, 2
+		mutate(&cfg)
+		run := filepath.Join(dir, name)
+		mustTrain(t, cfg, TrainOptions{Out: run})
+		return run
+	}
+	se := train("se", func(c *Config) { c.Weights = Weights{}; c.Weights.Set(TermImg, 1) })
+	ds := train("deepsim", func(*Config) {})
+	page := filepath.Join(dir, "compare.html")
+	if err := CompareRuns([]string{se, ds}, page); err != nil {
+		t.Fatal(err)
+	}
+	if curves := rendered(t, page)["curves"]; curves != 2*len(curveMeasures) {
+		t.Fatalf("%d charts rendered, want %d", curves, 2*len(curveMeasures))
+	}
+	none := train("none", func(c *Config) { c.EvalEvery = 0 })
+	if err := CompareRuns([]string{se, none}, page); err == nil || !strings.Contains(err.Error(), "no held-back curve") {
+		t.Fatalf("a run without a curve: %v", err)
+	}
+	other := train("other", func(c *Config) { c.Comparator = "vgg16-random:conv3_3" })
+	if err := CompareRuns([]string{se, other}, page); err == nil || !strings.Contains(err.Error(), "do not compare") {
+		t.Fatalf("runs judged by different networks: %v", err)
 	}
 }

@@ -42,6 +42,9 @@ type output interface {
 	// evaluate measures the saved run on its held-out images into
 	// eval.json, which the report shows.
 	evaluate(ctx context.Context) error
+	// heldout adds the point of step to the held-back curve, where the
+	// run has one and step is on its interval (or last).
+	heldout(model *graphs.Model, step int64, last bool)
 	// close ends the output; a start that saved nothing is undone.
 	close()
 }
@@ -65,6 +68,7 @@ func (discard) lastGood() string                                                
 func (discard) report() *reporter                                                     { return nil }
 func (discard) write(string, []byte) error                                            { return nil }
 func (discard) evaluate(context.Context) error                                        { return nil }
+func (discard) heldout(*graphs.Model, int64, bool)                                    {}
 func (discard) close()                                                                {}
 
 // runFolder is a run folder while a run writes it: config.json,
@@ -84,6 +88,7 @@ type runFolder struct {
 	metrics *metricsLog
 	prog    *progress
 	rep     *reporter
+	curve   *heldoutCurve // nil: no held-back curve
 }
 
 // createRunFolder makes, locks and checks the folder, and writes cfg into
@@ -125,8 +130,8 @@ func createRunFolder(cfg Config, opt TrainOptions, log *slog.Logger) (*runFolder
 // start builds the report, then resumes from the checkpoint or starts
 // metrics afresh.
 func (f *runFolder) start(ctx context.Context, model *graphs.Model, train *pipeline.Loader) (int64, error) {
+	var held *pipeline.Loader
 	if f.cfg.Generative() {
-		var held *pipeline.Loader
 		if len(f.cfg.Heldout) > 0 {
 			var err error
 			if held, err = openData(f.cfg, f.cfg.Heldout, f.log, nil); err != nil {
@@ -153,6 +158,11 @@ func (f *runFolder) start(ctx context.Context, model *graphs.Model, train *pipel
 	var err error
 	if f.metrics, err = openMetrics(f.dir); err != nil {
 		return 0, err
+	}
+	if held != nil && f.cfg.EvalEvery > 0 {
+		if f.curve, err = openHeldoutCurve(f.dir, f.cfg, held, f.store, step, f.log); err != nil {
+			return 0, err
+		}
 	}
 	f.prog = newProgress(f.out, f.log, step, f.cfg.Steps)
 	return step, nil
@@ -212,6 +222,16 @@ func (f *runFolder) lastGood() string {
 
 func (f *runFolder) report() *reporter { return f.rep }
 
+// heldout evaluates; a failure is logged and training goes on.
+func (f *runFolder) heldout(model *graphs.Model, step int64, last bool) {
+	if f.curve == nil || step%f.cfg.EvalEvery != 0 && !last {
+		return
+	}
+	if err := f.curve.at(model, step); err != nil {
+		f.log.Warn("held-back evaluation failed", "step", step, "reason", err.Error())
+	}
+}
+
 func (f *runFolder) write(name string, b []byte) error {
 	return atomicfile.WriteFile(filepath.Join(f.dir, name), b)
 }
@@ -243,8 +263,11 @@ func (f *runFolder) close() {
 	if f.metrics != nil {
 		f.metrics.Close()
 	}
+	if f.curve != nil {
+		f.curve.close()
+	}
 	if !f.resume && f.saved < 0 {
-		for _, name := range []string{ConfigFile, MetricsFile, ReportFile, EvalFile, LockFile} {
+		for _, name := range []string{ConfigFile, MetricsFile, HeldoutFile, ReportFile, EvalFile, LockFile} {
 			os.Remove(filepath.Join(f.dir, name))
 		}
 		os.RemoveAll(filepath.Join(f.dir, reportDir))

@@ -192,6 +192,7 @@ func (r *trainRun) loop(ctx context.Context) error {
 			}
 		}
 		last := step == cfg.Steps
+		r.out.heldout(r.model, step, last)
 		measured, err := r.task.measure(r.model, step, last)
 		if err != nil {
 			return err

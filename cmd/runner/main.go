@@ -34,6 +34,7 @@ Commands:
   runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC] [--judge-size PX]
   runner similarity A B [--comparator SPEC | --judge SPEC] [--json] [--map OUT.png]
   runner ablate --data DIR --heldout DIR --steps N --out DIR [flags]
+  runner report --out FILE.html RUN...   (the runs' held-back curves on one chart)
   runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]
   runner comparator import MODEL.tgz|MODEL_DIR --as NAME [--model PATH] [--input 0,1|-1,1|imagenet]
   runner comparator list
@@ -93,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdComparator(ctx, args[1:], stdout, stderr)
 	case "data":
 		err = cmdData(ctx, args[1:], log, stdout, stderr)
+	case "report":
+		err = cmdReport(args[1:], stderr)
 	default:
 		fmt.Fprintf(stderr, "runner: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
@@ -486,4 +489,23 @@ func usageErr(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %v", errUsage, err)
+}
+
+func cmdReport(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "the page to write: the runs' held-back curves, one chart per measure")
+	runs, err := parseInterleaved(fs, args)
+	if err != nil {
+		return usageErr(err)
+	}
+	if *out == "" || len(runs) == 0 {
+		fmt.Fprintln(stderr, "usage: runner report --out FILE.html RUN...")
+		return errUsage
+	}
+	if err := runner.CompareRuns(runs, *out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %s: held-back curves of %d run(s)\n", *out, len(runs))
+	return nil
 }

@@ -51,7 +51,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	out, resume, paper := &inv.out, &inv.resume, &inv.paper
 	fs.StringVar(&cfg.Task, "task", cfg.Task, "what to train: autoencoder, vae, inversion (of --target's features), or comparator (an Exemplar-CNN)")
 	fs.Var((*listFlag)(&cfg.Data), "data", "training images: folders, WebDataset .tar shards, lists of paths, globs or brace ranges; comma-separated or repeated")
-	fs.Var((*listFlag)(&cfg.Heldout), "heldout", "folder(s) of held-out images for the report's crops and final eval")
+	fs.Var((*listFlag)(&cfg.Heldout), "heldout", "folder(s) of held-out images for the report's crops, the held-back curve (--eval-every) and the final eval")
 	fs.StringVar(out, "out", "", "run folder to create (or to continue, with --resume)")
 	fs.BoolVar(resume, "resume", false, "continue the run in --out from its checkpoint")
 	fs.Int64Var(&cfg.Steps, "steps", cfg.Steps, "train until this step")
@@ -88,6 +88,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.IntVar(&cfg.CacheMB, "cache-mb", cfg.CacheMB, "MiB of decoded images kept for reuse when the whole set fits (0: none; the default photos fit in the default)")
 	fs.Int64Var(&cfg.LogEvery, "log-every", cfg.LogEvery, "write metrics every N steps")
 	fs.Int64Var(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "save a checkpoint every N steps")
+	fs.Int64Var(&cfg.EvalEvery, "eval-every", cfg.EvalEvery, "evaluate the held-out images every N steps and at the end: a generator's held-back curve in heldout.jsonl (with --heldout; 0: none), the comparator's surrogate-class accuracy")
 	fs.IntVar(&inv.nproc, "nproc", 1, "data-parallel: start N processes on this machine, --threads split among them")
 	fs.DurationVar(&inv.timeout, "dist-timeout", runner.DefaultGroupTimeout, "data-parallel: how long a rank waits for the others, at the start and in each step")
 }
