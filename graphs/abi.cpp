@@ -93,6 +93,16 @@ char* ds_model_load(ds_model* m, const char* buf, int64_t len, int64_t* step) {
   return guarded([&] { *step = deepsim::load_model(*m, buf, len); });
 }
 
+char* ds_model_save_weights(ds_model* m, char** buf, int64_t* len) {
+  *buf = nullptr;
+  *len = 0;
+  return guarded([&] { deepsim::to_malloc(deepsim::save_weights(*m), buf, len); });
+}
+
+char* ds_model_load_weights(ds_model* m, const char* buf, int64_t len) {
+  return guarded([&] { deepsim::load_weights(*m, buf, len); });
+}
+
 char* ds_model_export_comparator(ds_model* m, char** buf, int64_t* len) {
   *buf = nullptr;
   *len = 0;

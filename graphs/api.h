@@ -86,6 +86,8 @@ int64_t join_group(ds_model& m, ds_group& g, int64_t step);
 std::vector<char> save_model(ds_model& m, int64_t step);
 int64_t load_model(ds_model& m, const char* buf, int64_t len);
 std::vector<char> export_comparator(ds_model& m);
+std::vector<char> save_weights(ds_model& m);
+void load_weights(ds_model& m, const char* buf, int64_t len);
 
 // ---- selftest.hpp ----
 

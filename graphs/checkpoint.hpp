@@ -56,6 +56,22 @@ int64_t load_model(ds_model& m, const char* buf, int64_t len) {
   return lookup(dict, "meta.step").item<int64_t>();
 }
 
+// G's (and E's) weights alone, the averaged ones where the run keeps
+// them: what inference needs, and what deepsim ships.
+std::vector<char> save_weights(ds_model& m) {
+  AveragedWeights averaged(m);
+  TensorDict dict;
+  for (const auto& [name, t] : m.task->g_params()) dict.insert(name, t.detach().cpu().contiguous());
+  return dict_to_bytes(dict);
+}
+
+// Loads weights save_weights wrote, into a model without a moving average.
+void load_weights(ds_model& m, const char* buf, int64_t len) {
+  if (!m.ema.empty())
+    throw std::invalid_argument("weights alone go into a model without a moving average");
+  load_params(dict_from_bytes(std::vector<char>(buf, buf + len)), m.task->g_params());
+}
+
 std::vector<char> export_comparator(ds_model& m) {
   return dict_to_bytes(m.task->export_comparator());
 }

@@ -270,6 +270,12 @@ char *ds_model_invert(ds_model *m, const float *f, int64_t n, float *out);
 char *ds_model_save(ds_model *m, int64_t step, char **buf, int64_t *len);
 char *ds_model_load(ds_model *m, const char *buf, int64_t len, int64_t *step);
 
+/* The trained generator's weights alone (E's and G's, the averaged ones
+ * where the run keeps a moving average), as a state dict, for inference;
+ * ds_model_load_weights reads them into a model built without one. */
+char *ds_model_save_weights(ds_model *m, char **buf, int64_t *len);
+char *ds_model_load_weights(ds_model *m, const char *buf, int64_t len);
+
 /* Comparator task: the trained feature layers alone, as a state dict that
  * ds_comparator_new loads with arch "exemplar". */
 char *ds_model_export_comparator(ds_model *m, char **buf, int64_t *len);

@@ -453,6 +453,35 @@ func (m *Model) Load(state []byte) (int64, error) {
 	return int64(step), nil
 }
 
+// SaveWeights returns the generator's weights alone (E's and G's, the
+// averaged ones where the run keeps a moving average): what inference
+// needs, a few MB.
+func (m *Model) SaveWeights() ([]byte, error) {
+	if m.ptr == nil {
+		return nil, errClosed
+	}
+	var buf *C.char
+	var n C.int64_t
+	if err := errorFrom("save weights", C.ds_model_save_weights(m.ptr, &buf, &n)); err != nil {
+		return nil, err
+	}
+	return takeBytes(buf, n), nil
+}
+
+// LoadWeights reads weights SaveWeights wrote into a model built without
+// a moving average (Config.EMA 0).
+func (m *Model) LoadWeights(b []byte) error {
+	if m.ptr == nil {
+		return errClosed
+	}
+	if len(b) == 0 {
+		return errors.New("load weights: empty file")
+	}
+	msg := C.ds_model_load_weights(m.ptr, (*C.char)(unsafe.Pointer(&b[0])), C.int64_t(len(b)))
+	runtime.KeepAlive(b)
+	return errorFrom("load weights", msg)
+}
+
 // ExportComparator returns a ComparatorTask model's feature layers as a
 // state dict that an "exemplar" Comparator loads.
 func (m *Model) ExportComparator() ([]byte, error) {

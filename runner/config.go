@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -441,10 +440,15 @@ func SaveConfig(dir string, cfg Config) error {
 	return atomicfile.WriteFile(filepath.Join(dir, ConfigFile), append(b, '\n'))
 }
 
-// LoadConfig reads dir/config.json (see ParseConfig).
+// LoadConfig reads dir/config.json (see ParseConfig); dir is a run folder
+// or a shipped run, pretrained:NAME.
 func LoadConfig(dir string) (Config, error) {
 	path := filepath.Join(dir, ConfigFile)
-	f, err := os.Open(path)
+	files, err := runFiles(dir)
+	if err != nil {
+		return Config{}, err
+	}
+	f, err := files.Open(ConfigFile)
 	if err != nil {
 		return Config{}, fmt.Errorf("read run config: %w", err)
 	}

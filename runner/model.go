@@ -2,16 +2,32 @@ package runner
 
 import (
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/pretrained"
 )
 
+// WeightsFile holds a run's weights alone, for inference (Ship): a run
+// folder with it and no checkpoint reconstructs, evaluates and samples.
+const WeightsFile = "weights.pt"
+
+// runFiles is the folder of a run to read: a shipped one
+// (pretrained:NAME), or a folder on disk.
+func runFiles(run string) (fs.FS, error) {
+	if sub, shipped, err := pretrained.ShippedRun(run); shipped {
+		return sub, err
+	}
+	return os.DirFS(run), nil
+}
+
 // OpenModel rebuilds a run's networks from its config.json and loads its
-// checkpoint, for inference: without the comparator, which only training
-// needs, but with an inversion's target, whose weights must be those the
-// run trained with.
+// checkpoint, or its weights alone (WeightsFile), for inference: without
+// the comparator, which only training needs, but with an inversion's
+// target, whose weights must be those the run trained with. run is a
+// folder or a shipped run, pretrained:NAME.
 func OpenModel(run string, store pretrained.Store) (*graphs.Model, Config, error) {
 	cfg, err := LoadConfig(run)
 	if err != nil {
@@ -34,13 +50,46 @@ func OpenModel(run string, store pretrained.Store) (*graphs.Model, Config, error
 		}
 		defer target.Close()
 	}
+	files, err := runFiles(run)
+	if err != nil {
+		return nil, cfg, err
+	}
+	_, noCheckpoint := fs.Stat(files, CheckpointFile)
+	weightsOnly := noCheckpoint != nil && fileExists(files, WeightsFile)
+	if weightsOnly {
+		cfg.EMA = 0 // the weights are the averaged ones already
+	}
 	model, err := graphs.NewModel(cfg.Engine(), nil, target)
 	if err != nil {
 		return nil, cfg, err
 	}
-	if _, err := loadCheckpoint(model, filepath.Join(run, CheckpointFile)); err != nil {
+	if weightsOnly {
+		err = loadWeights(model, files, filepath.Join(run, WeightsFile))
+	} else {
+		_, err = loadCheckpoint(model, filepath.Join(run, CheckpointFile))
+	}
+	if err != nil {
 		model.Close()
 		return nil, cfg, err
 	}
 	return model, cfg, nil
+}
+
+func fileExists(fsys fs.FS, name string) bool {
+	_, err := fs.Stat(fsys, name)
+	return err == nil
+}
+
+// loadWeights reads WeightsFile of a run into model, checked as a
+// checkpoint is.
+func loadWeights(model *graphs.Model, files fs.FS, label string) error {
+	b, err := readChecked(files, WeightsFile, label, 8*model.NumParams()+1<<20,
+		func(b []byte) error { return checkShipped(files, b, label) })
+	if err != nil {
+		return err
+	}
+	if err := model.LoadWeights(b); err != nil {
+		return fmt.Errorf("%s: %w", label, err)
+	}
+	return nil
 }

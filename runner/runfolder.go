@@ -283,31 +283,45 @@ func (f *runFolder) close() {
 // than this model's weights and Adam state can be, every tensor within
 // its storage, the pickle within bounds).
 func loadCheckpoint(model *graphs.Model, path string) (int64, error) {
-	fh, err := os.Open(path)
+	dir, name := filepath.Split(path)
+	b, err := readChecked(os.DirFS(filepath.Clean(dir)), name, path, 4*8*model.NumParams()+64<<20, nil)
 	if err != nil {
-		return 0, fmt.Errorf("read checkpoint: %w", err)
-	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("read checkpoint: %w", err)
-	}
-	// Weights and two Adam moments, in float64 at most, and room for the
-	// rest.
-	limit := 4*8*model.NumParams() + 64<<20
-	if !st.Mode().IsRegular() || st.Size() > limit {
-		return 0, fmt.Errorf("%s: %d bytes, more than a checkpoint of this model can hold (%d)", path, st.Size(), limit)
-	}
-	b, err := io.ReadAll(io.LimitReader(fh, limit))
-	if err != nil {
-		return 0, fmt.Errorf("read checkpoint: %w", err)
-	}
-	if _, err := torchfile.Check(bytes.NewReader(b), int64(len(b))); err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
+		return 0, err
 	}
 	step, err := model.Load(b)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	return step, nil
+}
+
+// readChecked reads the state dict name of fsys (label in errors), at
+// most limit bytes, lets verify see the bytes first where it is not nil,
+// and checks the records before libtorch sees them.
+func readChecked(fsys fs.FS, name, label string, limit int64, verify func([]byte) error) ([]byte, error) {
+	fh, err := fsys.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	if !st.Mode().IsRegular() || st.Size() > limit {
+		return nil, fmt.Errorf("%s: %d bytes, more than a checkpoint of this model can hold (%d)", label, st.Size(), limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(fh, limit))
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	if verify != nil {
+		if err := verify(b); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := torchfile.Check(bytes.NewReader(b), int64(len(b))); err != nil {
+		return nil, fmt.Errorf("%s: %w", label, err)
+	}
+	return b, nil
 }
