@@ -19,28 +19,31 @@ const (
 	AblationImage = "ablation.png"
 )
 
-// Combination is one set of loss weights the ablation trains. Terms it
-// does not name keep the base configuration's weights.
+// Combination is one set of loss terms the ablation trains: the terms it
+// names keep the base configuration's weights, every other term is off.
 type Combination struct {
 	Name, Slug string
-	Weights    map[string]float64
+	Terms      []string
 }
 
-// Combinations are the paper's loss combinations, with the reference
-// run's weights (feature 1, adversarial 0.01, image 1).
+// Combinations are the paper's loss combinations, over the base loss (by
+// default the autoencoder's: the adversarial term weighed adaptively
+// after D's warm-up).
 var Combinations = []Combination{
-	{"image only (SE)", "image", map[string]float64{TermFeat: 0, TermAdv: 0, TermImg: 1}},
-	{"feature only", "feature", map[string]float64{TermFeat: 1, TermAdv: 0, TermImg: 0}},
-	{"feature + image", "feature-image", map[string]float64{TermFeat: 1, TermAdv: 0, TermImg: 1}},
-	{"feature + adversarial", "feature-adversarial", map[string]float64{TermFeat: 1, TermAdv: 0.01, TermImg: 0}},
-	{"feature + adversarial + image", "all", map[string]float64{TermFeat: 1, TermAdv: 0.01, TermImg: 1}},
+	{"image only (SE)", "image", []string{TermImg}},
+	{"feature only", "feature", []string{TermFeat}},
+	{"feature + image", "feature-image", []string{TermFeat, TermImg}},
+	{"feature + adversarial", "feature-adversarial", []string{TermFeat, TermAdv}},
+	{"feature + adversarial + image", "all", []string{TermFeat, TermAdv, TermImg}},
 }
 
-// apply is base with the combination's weights.
+// apply is base with only the combination's terms on.
 func (c Combination) apply(base Config) Config {
-	for name, w := range c.Weights {
-		base.Weights.Set(name, w)
+	var w Weights
+	for _, t := range c.Terms {
+		w.Set(t, base.Weights.Of(t))
 	}
+	base.Weights = w
 	return base
 }
 

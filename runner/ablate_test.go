@@ -34,6 +34,12 @@ func TestAblateWritesTableAndSheet(t *testing.T) {
 			t.Fatalf("%s trained with %+v", r.Name, cfg)
 		}
 	}
+	// The terms left out are 0, the others keep the base's weights.
+	fa := Combinations[3].apply(base).Weights
+	if Combinations[3].Slug != "feature-adversarial" || fa.Of(TermImg) != 0 || fa.Of(TermFeat) != base.Weights.Of(TermFeat) ||
+		fa.Of(TermAdv) != base.Weights.Of(TermAdv) || fa.Of(TermMatch) != 0 {
+		t.Fatalf("feature + adversarial over %+v: %+v", base.Weights, fa)
+	}
 	table, err := os.ReadFile(filepath.Join(out, AblationTable))
 	if err != nil {
 		t.Fatal(err)

@@ -309,14 +309,14 @@ func cmdEval(ctx context.Context, args []string, log *slog.Logger, stdout, stder
 }
 
 func cmdAblate(ctx context.Context, args []string, log *slog.Logger, stdout, stderr io.Writer) error {
-	opt := runner.AblateOptions{Base: runner.Defaults(), N: 256, Log: log, Store: pretrained.NewStore(pretrained.DefaultHome())}
+	opt := runner.AblateOptions{Base: runner.DefaultsFor(runner.TaskAutoencoder), N: 256, Log: log, Store: pretrained.NewStore(pretrained.DefaultHome())}
 	var heldout listFlag
 	fs := flag.NewFlagSet("ablate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Var((*listFlag)(&opt.Base.Data), "data", "folder(s) of training images")
 	fs.Var(&heldout, "heldout", "folder(s) of held-out images to evaluate on")
 	fs.StringVar(&opt.Out, "out", "", "folder for one run per combination, ablation.md and ablation.png")
-	fs.Int64Var(&opt.Base.Steps, "steps", 400, "steps per combination")
+	fs.Int64Var(&opt.Base.Steps, "steps", 1500, "steps per combination")
 	fs.IntVar(&opt.Base.Batch, "batch", opt.Base.Batch, "crops per step")
 	fs.IntVar(&opt.Base.Size, "size", opt.Base.Size, "crop side in pixels")
 	fs.Int64Var(&opt.Base.Seed, "seed", opt.Base.Seed, "seed, the same for every combination")
@@ -332,6 +332,12 @@ func cmdAblate(ctx context.Context, args []string, log *slog.Logger, stdout, std
 	}
 	opt.Heldout = heldout
 	opt.Base.CheckpointEvery = max(1, opt.Base.Steps/4)
+	// The default loss, as runner train resolves it: the trained
+	// comparator where the store has it, rates decaying over the last fifth.
+	if !given(fs, "comparator") {
+		runner.PreferTrainedComparator(&opt.Base, opt.Store)
+	}
+	opt.Base.LRDecay = opt.Base.Steps / runner.LRDecayShare
 	if _, err := runner.Ablate(ctx, opt); err != nil {
 		return err
 	}
