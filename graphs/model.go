@@ -424,12 +424,20 @@ func (m *Model) Invert(f []float32, n int) ([]float32, error) {
 // Save serialises the model at the given step as a PyTorch state dict (the
 // zip format of torch.save), including optimizer and balancing state.
 func (m *Model) Save(step int64) ([]byte, error) {
+	return m.bytesOf("save model", func(buf **C.char, n *C.int64_t) *C.char {
+		return C.ds_model_save(m.ptr, C.int64_t(step), buf, n)
+	})
+}
+
+// bytesOf runs an engine function that writes malloc'd bytes into buf
+// and n, and takes them into Go memory.
+func (m *Model) bytesOf(op string, f func(buf **C.char, n *C.int64_t) *C.char) ([]byte, error) {
 	if m.ptr == nil {
 		return nil, errClosed
 	}
 	var buf *C.char
 	var n C.int64_t
-	if err := errorFrom("save model", C.ds_model_save(m.ptr, C.int64_t(step), &buf, &n)); err != nil {
+	if err := errorFrom(op, f(&buf, &n)); err != nil {
 		return nil, err
 	}
 	return takeBytes(buf, n), nil
@@ -457,15 +465,9 @@ func (m *Model) Load(state []byte) (int64, error) {
 // averaged ones where the run keeps a moving average): what inference
 // needs, a few MB.
 func (m *Model) SaveWeights() ([]byte, error) {
-	if m.ptr == nil {
-		return nil, errClosed
-	}
-	var buf *C.char
-	var n C.int64_t
-	if err := errorFrom("save weights", C.ds_model_save_weights(m.ptr, &buf, &n)); err != nil {
-		return nil, err
-	}
-	return takeBytes(buf, n), nil
+	return m.bytesOf("save weights", func(buf **C.char, n *C.int64_t) *C.char {
+		return C.ds_model_save_weights(m.ptr, buf, n)
+	})
 }
 
 // LoadWeights reads weights SaveWeights wrote into a model built without
@@ -485,13 +487,7 @@ func (m *Model) LoadWeights(b []byte) error {
 // ExportComparator returns a ComparatorTask model's feature layers as a
 // state dict that an "exemplar" Comparator loads.
 func (m *Model) ExportComparator() ([]byte, error) {
-	if m.ptr == nil {
-		return nil, errClosed
-	}
-	var buf *C.char
-	var n C.int64_t
-	if err := errorFrom("export comparator", C.ds_model_export_comparator(m.ptr, &buf, &n)); err != nil {
-		return nil, err
-	}
-	return takeBytes(buf, n), nil
+	return m.bytesOf("export comparator", func(buf **C.char, n *C.int64_t) *C.char {
+		return C.ds_model_export_comparator(m.ptr, buf, n)
+	})
 }

@@ -47,11 +47,15 @@ func stream(ctx context.Context, data *pipeline.Loader, cfg Config) <-chan pipel
 	return pipeline.Stream(ctx, cropBatches(cfg, data, nil), 0, 2, 2)
 }
 
-// benchModel builds cfg's model, closed when the benchmark ends, and sets
-// cfg's thread count.
-func benchModel(b *testing.B, cfg Config) *graphs.Model {
+// benchModel builds cfg's model, with its comparator from store (a fresh
+// one when nil), closed when the benchmark ends, and sets cfg's thread
+// count.
+func benchModel(b *testing.B, cfg Config, store *pretrained.Store) *graphs.Model {
 	graphs.SetThreads(cfg.Threads) // as Train does: 0 is one per CPU
-	comp, err := pretrained.OpenString(cfg.ComparatorSpec(), pretrained.Store{Home: b.TempDir()}, cfg.ComparatorSize)
+	if store == nil {
+		store = &pretrained.Store{Home: b.TempDir()}
+	}
+	comp, err := pretrained.OpenString(cfg.ComparatorSpec(), *store, cfg.ComparatorSize)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -68,7 +72,7 @@ func benchModel(b *testing.B, cfg Config) *graphs.Model {
 // on cfg's data stream; everything is released when the benchmark ends.
 func trainer(b *testing.B, cfg Config) func() {
 	data := benchData(b, cfg)
-	model := benchModel(b, cfg)
+	model := benchModel(b, cfg, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	s := stream(ctx, data, cfg)
@@ -185,17 +189,7 @@ func BenchmarkHeldout(b *testing.B) {
 	deepsimTask{}.defaults(&cfg)
 	PreferTrainedComparator(&cfg, store)
 	data := benchData(b, cfg)
-	graphs.SetThreads(cfg.Threads)
-	comp, err := pretrained.OpenString(cfg.ComparatorSpec(), store, cfg.ComparatorSize)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer comp.Close()
-	model, err := graphs.NewModel(cfg.Engine(), comp, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer model.Close()
+	model := benchModel(b, cfg, &store)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := stream(ctx, data, cfg)

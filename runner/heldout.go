@@ -1,8 +1,6 @@
 package runner
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +11,6 @@ import (
 	"time"
 
 	"github.com/deepsim/deepsim/graphs"
-	"github.com/deepsim/deepsim/internal/atomicfile"
 	"github.com/deepsim/deepsim/internal/measure"
 	"github.com/deepsim/deepsim/pipeline"
 	"github.com/deepsim/deepsim/pretrained"
@@ -137,41 +134,14 @@ func (h *heldoutCurve) close() { h.judge.Close() }
 // resumed run retrains those steps, and returns the minutes the kept ones
 // reached.
 func keepPoints(path string, step int64) (float64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
+	kept, err := keepUpTo(path, step, func(p HeldoutPoint) int64 { return p.Step })
+	if len(kept) == 0 {
 		return 0, err
 	}
-	var keep bytes.Buffer
-	var minutes float64
-	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
-		var p HeldoutPoint
-		if len(line) == 0 || line[len(line)-1] != '\n' || json.Unmarshal(line, &p) != nil || p.Step > step {
-			continue
-		}
-		keep.Write(line)
-		minutes = p.Minutes
-	}
-	if keep.Len() == len(b) {
-		return minutes, nil
-	}
-	return minutes, atomicfile.WriteFile(path, keep.Bytes())
+	return kept[len(kept)-1].Minutes, err
 }
 
 // ReadHeldout reads a run's held-back curve.
 func ReadHeldout(run string) ([]HeldoutPoint, error) {
-	f, err := os.Open(filepath.Join(run, HeldoutFile))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []HeldoutPoint
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var p HeldoutPoint
-		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
-			return out, fmt.Errorf("%s: %w", HeldoutFile, err)
-		}
-		out = append(out, p)
-	}
-	return out, sc.Err()
+	return readLines[HeldoutPoint](filepath.Join(run, HeldoutFile))
 }

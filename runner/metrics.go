@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"strconv"
 
 	"github.com/deepsim/deepsim/graphs"
-	"github.com/deepsim/deepsim/internal/atomicfile"
 )
 
 // Metrics is one line of metrics.jsonl: the step, what the step measured
@@ -130,50 +128,17 @@ func (m *Metrics) UnmarshalJSON(data []byte) error {
 }
 
 // ReadMetrics reads a metrics.jsonl file.
-func ReadMetrics(path string) ([]Metrics, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []Metrics
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
-		var m Metrics
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			return out, fmt.Errorf("%s:%d: %w", path, n, err)
-		}
-		out = append(out, m)
-	}
-	return out, sc.Err()
-}
+func ReadMetrics(path string) ([]Metrics, error) { return readLines[Metrics](path) }
 
 // truncateMetrics drops the lines after step, which a run logged after its
 // last checkpoint and before it died: a resumed run logs them again. A
 // partial last line (a crash mid-write) is dropped too.
 func truncateMetrics(dir string, step int64) error {
-	path := filepath.Join(dir, MetricsFile)
-	b, err := os.ReadFile(path)
+	_, err := keepUpTo(filepath.Join(dir, MetricsFile), step, func(m Metrics) int64 { return m.Step })
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	var keep bytes.Buffer
-	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
-		var m Metrics
-		if len(line) == 0 || line[len(line)-1] != '\n' || json.Unmarshal(line, &m) != nil || m.Step > step {
-			continue
-		}
-		keep.Write(line)
-	}
-	if keep.Len() == len(b) {
-		return nil
-	}
-	return atomicfile.WriteFile(path, keep.Bytes())
+	return err
 }
 
 // metricsLog appends lines to metrics.jsonl.

@@ -79,7 +79,7 @@ func (p *peer) step(b *testing.B) (time.Duration, [4]float64) {
 func peerSetup(b *testing.B, cfg Config, batches int) (*graphs.Model, [][]float32, string, string) {
 	b.Helper()
 	images := benchData(b, cfg)
-	model := benchModel(b, cfg)
+	model := benchModel(b, cfg, nil)
 	dir := b.TempDir()
 	state, err := model.Save(0)
 	if err != nil {

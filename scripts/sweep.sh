@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The autoencoder's loss sweep (issue 22): SE and DeePSiM configurations
-# trained on the demo's split at the demo's scale, each judged on the
-# held-back photographs by both trained judges, one row per run in
-# OUT/sweep.tsv. A run already judged is skipped, so the sweep resumes.
+# The loss sweeps: SE and DeePSiM configurations trained on the demo's
+# split at the demo's scale, one row per run. A run already judged is
+# skipped, so a sweep resumes.
+# - TASK=autoencoder (the default; issue 22): reconstructions of the
+#   held-back photographs judged by both trained judges, in OUT/sweep.tsv.
+# - TASK=vae (issue 35): 256 samples against as many crops of the held-back
+#   photographs (runner sample --ref: sharpness and grid ratios, KID, FID)
+#   and the reconstructions' PSNR and sharpness, in OUT/sweep-vae.tsv.
 #   scripts/sweep.sh OUT [NAME...]      (default: every configuration)
-# Environment: STEPS (1500), THREADS (1), SEED (1), PHOTOS.
+# Environment: TASK, STEPS (1500), THREADS (1), SEED (1), PHOTOS.
 set -euo pipefail
 out=$1; shift
 runner=${RUNNER:-bin/runner}
 steps=${STEPS:-1500}
 threads=${THREADS:-1}
 seed=${SEED:-1}
+task=${TASK:-autoencoder}
 photos=${PHOTOS:-/usr/share/backgrounds /usr/share/wallpapers}
 
 # name, then the flags that make it, beside the reference configuration
@@ -75,10 +80,47 @@ configs=(
 	"deep|--comparator mobilenetv2:block_6_expand_relu --comparator-size 64"
 )
 
+# The VAE's: beside its defaults (the reference loss: fixed adversarial
+# weight 0.01, KL weight 1e-3 warming up over 500 steps).
+vae_configs=(
+	"se|--lambda-feat 0 --lambda-adv 0 --lambda-img 1"
+	"default|"
+	"prior0.1-adv0.1|--lambda-adv 0.1 --lambda-prior-adv 0.1"
+	"prior0.01|--lambda-prior-adv 0.01"
+	"prior0.1-adaptive|--adv-weight adaptive --lambda-adv 0.8 --d-warmup 300 --beta1 0.5 --lambda-prior-adv 0.1"
+	"prior0.1-adv0.1-kl1e-2|--lambda-adv 0.1 --lambda-prior-adv 0.1 --kl-weight 0.01"
+	"prior0.1-adv0.1-klwarm0|--lambda-adv 0.1 --lambda-prior-adv 0.1 --kl-warmup 0"
+	"prior0.3-adv0.1|--lambda-adv 0.1 --lambda-prior-adv 0.3"
+)
+if [ "$task" = vae ]; then
+	configs=("${vae_configs[@]}") reference=""
+fi
+
 mkdir -p "$out"
 [ -d "$out/split/train" ] || "$(dirname "$0")/split-photos.sh" "$out/split" $photos
 table=$out/sweep.tsv
-[ -f "$table" ] || printf 'run\tseed\tsteps\tpsnr\tssim\tsharpness\tperceptual_inceptionv3\tperceptual_mobilenetv2\tfeature_error_pct\tgrid_ratio\tflags\n' >"$table"
+[ "$task" = vae ] && table=$out/sweep-vae.tsv
+if [ ! -f "$table" ] && [ "$task" = vae ]; then
+	printf 'run\tseed\tsteps\tsample_sharpness\tsample_grid\tkid\tkid_std\tfid\trecon_psnr\trecon_sharpness\tflags\n' >"$table"
+elif [ ! -f "$table" ]; then
+	printf 'run\tseed\tsteps\tpsnr\tssim\tsharpness\tperceptual_inceptionv3\tperceptual_mobilenetv2\tfeature_error_pct\tgrid_ratio\tflags\n' >"$table"
+fi
+
+# measure RUN: the row's measures, tab-separated.
+measure() {
+	local run=$1 held=$out/split/heldout
+	if [ "$task" = vae ]; then
+		local smp rec
+		smp=$("$runner" sample --run "$run" --n 256 --seed 1 --out "$run/samples.png" --ref "$held" --json 2>>"$run.log")
+		rec=$("$runner" eval --run "$run" --data "$held" --n 256 --json --judge inceptionv3 2>>"$run.log")
+		jq -r --argjson r "$rec" '[.sharpness_ratio, .grid_ratio, .kid, .kid_std, .fid, $r.psnr, $r.sharpness_ratio] | map(. * 10000 | round / 10000) | @tsv' <<<"$smp"
+		return
+	fi
+	local inc mob
+	inc=$("$runner" eval --run "$run" --data "$held" --n 256 --json --judge inceptionv3 2>>"$run.log")
+	mob=$("$runner" eval --run "$run" --data "$held" --n 256 --json --judge mobilenetv2 2>>"$run.log")
+	jq -r --argjson m "$mob" '[.psnr, .ssim, .sharpness_ratio, .perceptual_distance, $m.perceptual_distance, .feature_error_pct, .grid_ratio] | map(if type == "number" then (. * 1000 | round / 1000) else . end) | @tsv' <<<"$inc"
+}
 
 want=" $* "
 for c in "${configs[@]}"; do
@@ -88,12 +130,10 @@ for c in "${configs[@]}"; do
 	grep -q "^$name	$seed	$steps	" "$table" && continue
 	rm -rf "$run"
 	# shellcheck disable=SC2086 # flags are words
-	"$runner" train --task autoencoder --data "$out/split/train" --heldout "$out/split/heldout" --out "$run" \
+	"$runner" train --task "$task" --data "$out/split/train" --heldout "$out/split/heldout" --out "$run" \
 		--steps "$steps" --batch 16 --size 64 --seed "$seed" --upsample resize --threads "$threads" \
 		--checkpoint-every 500 --log-every 10 $reference $flags >"$run.log" 2>&1
-	inc=$("$runner" eval --run "$run" --data "$out/split/heldout" --n 256 --json --judge inceptionv3 2>>"$run.log")
-	mob=$("$runner" eval --run "$run" --data "$out/split/heldout" --n 256 --json --judge mobilenetv2 2>>"$run.log")
-	row=$(jq -r --argjson m "$mob" '[.psnr, .ssim, .sharpness_ratio, .perceptual_distance, $m.perceptual_distance, .feature_error_pct, .grid_ratio] | map(if type == "number" then (. * 1000 | round / 1000) else . end) | @tsv' <<<"$inc")
+	row=$(measure "$run")
 	printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$seed" "$steps" "$row" "$flags" >>"$table"
 	echo "sweep: $name done: $row"
 done
