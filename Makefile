@@ -76,7 +76,7 @@ demo: models
 	./scripts/demo.sh $(DEMO) $(PHOTOS)
 
 bench: build
-	$(GO) test -run '^$$' -bench 'Train|Pipeline|Memory|Heldout' -benchtime 1x -timeout 30m -v ./runner | grep -v '^=== '
+	$(GO) test -run '^$$' -bench 'Train|Pipeline|Memory|Heldout|Checkpoint' -benchtime 1x -timeout 30m -v ./runner | grep -v '^=== '
 	$(GO) test -run '^$$' -bench 'DataParallel' -benchtime 1x -timeout 30m -v ./cmd/runner | grep -v '^=== '
 
 # deepsim against the same networks in PyTorch eager, alternating in one

@@ -19,6 +19,9 @@ type Env struct {
 	// keys live under /worker/attempt_Attempt.
 	AgentStore bool
 	Attempt    int
+	// Restart is how often torchrun has restarted the group
+	// (TORCHELASTIC_RESTART_COUNT): above 0, a restarted process resumes.
+	Restart int
 	// StoreFile, set by Local, is a file store used instead of TCP.
 	StoreFile string
 	// Interface is the network interface for Gloo (GLOO_SOCKET_IFNAME).
@@ -81,13 +84,13 @@ func FromEnv(getenv func(string) string) (env Env, ok bool, err error) {
 	if env.MasterPort < 1 || env.MasterPort > 65535 {
 		return Env{}, false, fmt.Errorf("MASTER_PORT=%s is not a port (1..65535)", p)
 	}
-	if getenv("TORCHELASTIC_USE_AGENT_STORE") == "True" {
-		env.AgentStore = true
-		if a := getenv("TORCHELASTIC_RESTART_COUNT"); a != "" {
-			if env.Attempt, err = atoi("TORCHELASTIC_RESTART_COUNT", a); err != nil {
-				return Env{}, false, err
-			}
+	if a := getenv("TORCHELASTIC_RESTART_COUNT"); a != "" {
+		if env.Restart, err = atoi("TORCHELASTIC_RESTART_COUNT", a); err != nil {
+			return Env{}, false, err
 		}
+	}
+	if getenv("TORCHELASTIC_USE_AGENT_STORE") == "True" {
+		env.AgentStore, env.Attempt = true, env.Restart
 	}
 	return env, true, nil
 }

@@ -19,7 +19,7 @@ func TestFromEnv(t *testing.T) {
 			true, Env{Rank: 1, WorldSize: 2, LocalRank: 1, MasterAddr: "10.0.0.1", MasterPort: 29500}, ""},
 		{"torchrun's agent store", map[string]string{"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1",
 			"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "3", "GLOO_SOCKET_IFNAME": "eth1,eth2"},
-			true, Env{WorldSize: 2, MasterAddr: "h", MasterPort: 1, AgentStore: true, Attempt: 3, Interface: "eth1"}, ""},
+			true, Env{WorldSize: 2, MasterAddr: "h", MasterPort: 1, AgentStore: true, Attempt: 3, Restart: 3, Interface: "eth1"}, ""},
 		{"file store", map[string]string{"WORLD_SIZE": "3", "RANK": "2", storeFileVar: "/tmp/s"},
 			true, Env{Rank: 2, WorldSize: 3, MasterAddr: "127.0.0.1", StoreFile: "/tmp/s"}, ""},
 		{"rank out of range", map[string]string{"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, false, Env{}, "RANK=2 is outside 0..1"},

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deepsim/deepsim/graphs"
+	"github.com/deepsim/deepsim/internal/atomicfile"
 	"github.com/deepsim/deepsim/internal/testimages"
 	"github.com/deepsim/deepsim/pipeline"
 	"github.com/deepsim/deepsim/pretrained"
@@ -230,4 +232,34 @@ func BenchmarkHeldout(b *testing.B) {
 		b.ReportMetric(100*perEval.Seconds()/(perEval.Seconds()+DefaultEvalEvery*perStep.Seconds()), "%_of_training")
 		b.Logf("comparator %s, judge %s, %d crops every %d steps", cfg.ComparatorSpec(), curve.name, HeldoutCrops, DefaultEvalEvery)
 	}
+}
+
+// BenchmarkCheckpoint measures what one checkpoint of the autoencoder's
+// default configuration costs once D has started: serialising E, G, D and
+// Adam's state, and the atomic write (synced, renamed) into a run folder.
+func BenchmarkCheckpoint(b *testing.B) {
+	cfg := Defaults()
+	deepsimTask{}.defaults(&cfg)
+	store := pretrained.NewStore(pretrained.DefaultHome())
+	PreferTrainedComparator(&cfg, store)
+	model := benchModel(b, cfg, &store)
+	// One step first, past D's warm-up: Adam's state exists as in a run.
+	zeros := make([]float32, cfg.Batch*3*cfg.Size*cfg.Size)
+	if _, err := model.TrainStep(graphs.Step{Batch: zeros, N: cfg.Batch}); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	b.ResetTimer()
+	var size int
+	for range b.N {
+		state, err := model.Save(1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := atomicfile.WriteFile(filepath.Join(dir, CheckpointFile), state); err != nil {
+			b.Fatal(err)
+		}
+		size = len(state)
+	}
+	b.ReportMetric(float64(size)/(1<<20), "MiB")
 }

@@ -267,15 +267,46 @@ func (f *runFolder) close() {
 		f.curve.close()
 	}
 	if !f.resume && f.saved < 0 {
-		for _, name := range []string{ConfigFile, MetricsFile, HeldoutFile, ReportFile, EvalFile, LockFile} {
-			os.Remove(filepath.Join(f.dir, name))
-		}
-		os.RemoveAll(filepath.Join(f.dir, reportDir))
+		removeRun(f.dir)
 		if f.created {
 			os.Remove(f.dir) // only when empty
 		}
 	}
 	f.unlock()
+}
+
+// removeRun removes the files a run writes from dir.
+func removeRun(dir string) {
+	for _, name := range []string{ConfigFile, MetricsFile, HeldoutFile, ReportFile, EvalFile, LockFile} {
+		os.Remove(filepath.Join(dir, name))
+	}
+	os.RemoveAll(filepath.Join(dir, reportDir))
+}
+
+// HasCheckpoint tells whether the run folder dir holds a checkpoint to
+// resume from.
+func HasCheckpoint(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, CheckpointFile))
+	return err == nil
+}
+
+// DiscardUnsaved removes a run that died before its first checkpoint
+// (killed, so that it could not remove itself), so that it can start
+// afresh; a folder with a checkpoint is left alone.
+func DiscardUnsaved(dir string) error {
+	if HasCheckpoint(dir) {
+		return fmt.Errorf("%s holds a checkpoint: resume it", dir)
+	}
+	unlock, err := lockRun(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	removeRun(dir)
+	return nil
 }
 
 // loadCheckpoint reads a checkpoint into model. Checkpoints are shared

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -42,6 +43,7 @@ type invocation struct {
 	out           string
 	resume, paper bool
 	nproc         int
+	restarts      int
 	timeout       time.Duration
 }
 
@@ -91,6 +93,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.Int64Var(&cfg.EvalEvery, "eval-every", cfg.EvalEvery, "evaluate the held-out images every N steps and at the end: a generator's held-back curve in heldout.jsonl (with --heldout; 0: none), the comparator's surrogate-class accuracy")
 	fs.IntVar(&inv.nproc, "nproc", 1, "data-parallel: start N processes on this machine, --threads split among them")
 	fs.DurationVar(&inv.timeout, "dist-timeout", runner.DefaultGroupTimeout, "data-parallel: how long a rank waits for the others, at the start and in each step")
+	fs.IntVar(&inv.restarts, "max-restarts", 0, "data-parallel (--nproc): when a process dies or hangs, stop the group and start all again from the last checkpoint, up to N times (torchrun's flag)")
 }
 
 // configKey is the config.json key a train flag sets: its name with
@@ -153,13 +156,23 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Wr
 		return fmt.Errorf("%w: --nproc %d", errUsage, inv.nproc)
 	case inv.nproc > 1 && distributed:
 		return fmt.Errorf("%w: --nproc starts its own processes; under torchrun or another launcher leave it out", errUsage)
+	case inv.restarts < 0:
+		return fmt.Errorf("%w: --max-restarts %d", errUsage, inv.restarts)
+	case inv.restarts > 0 && inv.nproc < 2:
+		return fmt.Errorf("%w: --max-restarts restarts the processes --nproc starts; under torchrun use its own --max-restarts", errUsage)
 	case inv.nproc > 1:
-		return launchLocal(ctx, inv.nproc, cfg.Threads, args, log, stderr)
+		return launchLocal(ctx, inv, cfg.Threads, args, log, stderr)
 	case !distributed:
 		return train(ctx, cfg, inv, fs, args, nil, log, stderr)
 	}
 
 	log = log.With("rank", env.Rank)
+	// torchrun restarting the group after a failure: go on from the run
+	// folder's checkpoint, as the run that failed would have.
+	if env.Restart > 0 && !inv.resume && runner.HasCheckpoint(inv.out) {
+		log.Info("restarted by the launcher: resuming", "restart", env.Restart)
+		inv.resume = true
+	}
 	group, err := runner.JoinGroup(env, inv.timeout)
 	if err != nil {
 		return err
@@ -169,12 +182,15 @@ func cmdTrain(ctx context.Context, args []string, log *slog.Logger, stderr io.Wr
 	return train(ctx, cfg, inv, fs, args, group, log, stderr)
 }
 
-// launchLocal runs this command as n processes of one group.
-func launchLocal(ctx context.Context, n, threads int, args []string, log *slog.Logger, stderr io.Writer) error {
+// launchLocal runs this command as inv.nproc processes of one group, and
+// when one of them fails starts them all again from the run's last
+// checkpoint, up to inv.restarts times.
+func launchLocal(ctx context.Context, inv invocation, threads int, args []string, log *slog.Logger, stderr io.Writer) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
+	n := inv.nproc
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
@@ -183,8 +199,24 @@ func launchLocal(ctx context.Context, n, threads int, args []string, log *slog.L
 	// The later flags win: each process is one rank with its share of the
 	// threads.
 	argv := append([]string{"train"}, args...)
-	argv = append(argv, "--nproc=1", "--threads="+strconv.Itoa(each))
-	return launch.Local(ctx, n, exe, argv, stderr)
+	argv = append(argv, "--nproc=1", "--max-restarts=0", "--threads="+strconv.Itoa(each))
+	for restart := 0; ; restart++ {
+		err := launch.Local(ctx, n, exe, argv, stderr)
+		var failed *launch.ExitError
+		if !errors.As(err, &failed) || ctx.Err() != nil || restart == inv.restarts {
+			if restart > 0 && err != nil {
+				return fmt.Errorf("after %d restart(s): %w", restart, err)
+			}
+			return err
+		}
+		log.Warn("a process failed: restarting the group from the last checkpoint",
+			"restart", restart+1, "of", inv.restarts, "reason", failed.Error())
+		if runner.HasCheckpoint(inv.out) {
+			argv = append(argv, "--resume")
+		} else if err := runner.DiscardUnsaved(inv.out); err != nil {
+			return err
+		}
+	}
 }
 
 // train resolves the run's configuration and trains it.

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/deepsim/deepsim/runner"
+)
+
+// children are the processes whose parent is pid.
+func children(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so after its ")".
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// lastStep is the last step metrics.jsonl of run holds, 0 for none.
+func lastStep(run string) int64 {
+	ms, err := runner.ReadMetrics(filepath.Join(run, runner.MetricsFile))
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].Step
+}
+
+// killAt starts cmd and kill -9s one of its rank processes, picked under
+// rng, once the run has logged each of steps; it returns cmd's output.
+func killAt(t *testing.T, cmd *exec.Cmd, run string, steps []int64, rng *rand.Rand) ([]byte, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.After(5 * time.Minute)
+	for _, s := range steps {
+		for lastStep(run) < s || len(children(cmd.Process.Pid)) < 2 {
+			select {
+			case err := <-done:
+				return out.Bytes(), err
+			case <-deadline:
+				cmd.Process.Kill()
+				t.Fatalf("the run did not reach step %d:\n%s", s, out.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		ranks := children(cmd.Process.Pid)
+		victim := ranks[rng.IntN(len(ranks))]
+		t.Logf("step %d: kill -9 %d of %v", lastStep(run), victim, ranks)
+		syscall.Kill(victim, syscall.SIGKILL)
+		// The group stops; wait for the launcher to start a new one, none
+		// of whose processes is of the old group.
+		for newGroup := false; !newGroup; {
+			now := children(cmd.Process.Pid)
+			newGroup = len(now) == 2 && !slices.Contains(ranks, now[0]) && !slices.Contains(ranks, now[1])
+			select {
+			case err := <-done:
+				return out.Bytes(), err
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	select {
+	case err := <-done:
+		return out.Bytes(), err
+	case <-deadline:
+		cmd.Process.Kill()
+		t.Fatalf("the run did not end:\n%s", out.String())
+	}
+	return nil, nil
+}
+
+// A group that loses a process three times, at steps picked from a seed,
+// restarts from its last checkpoint each time and ends with the weights
+// of a run that never failed, its metrics one line per step.
+func TestRestartsReproduceTheRun(t *testing.T) {
+	data := dpData(t)
+	dir := t.TempDir()
+	args := func(run string, extra ...string) []string {
+		return dpArgs(data, run, runner.TaskAutoencoder, append([]string{"--nproc", "2", "--threads", "2", "--checkpoint-every", "4"}, extra...)...)
+	}
+	straight := filepath.Join(dir, "straight")
+	if out, err := exec.Command(binary, args(straight)...).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	rng := rand.New(rand.NewPCG(7, 38))
+	var steps []int64
+	for _, lo := range []int64{3, 18, 33} {
+		steps = append(steps, lo+rng.Int64N(12))
+	}
+	run := filepath.Join(dir, "restarted")
+	out, err := killAt(t, exec.Command(binary, args(run, "--max-restarts", "3")...), run, steps, rng)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if n := strings.Count(string(out), "restarting the group"); n != 3 {
+		t.Fatalf("%d restarts logged, want 3:\n%s", n, out)
+	}
+	sameTraining(t, straight, run, dpSteps, 1e-12, 1e-12)
+}
+
+// More failures than --max-restarts: the run stops with an error naming
+// the last failure, and its last checkpoint resumes.
+func TestRestartsRunOut(t *testing.T) {
+	data := dpData(t)
+	run := filepath.Join(t.TempDir(), "run")
+	args := dpArgs(data, run, runner.TaskAutoencoder, "--nproc", "2", "--threads", "2", "--checkpoint-every", "4")
+	rng := rand.New(rand.NewPCG(8, 38))
+	out, err := killAt(t, exec.Command(binary, append(args, "--max-restarts", "1")...), run, []int64{6, 20}, rng)
+	if err == nil || !strings.Contains(string(out), "after 1 restart(s): rank ") {
+		t.Fatalf("%v, want an error naming the last failure:\n%s", err, out)
+	}
+	if !runner.HasCheckpoint(run) {
+		t.Fatal("no checkpoint left")
+	}
+	if out, err := exec.Command(binary, append(args, "--resume")...).CombinedOutput(); err != nil {
+		t.Fatalf("resume: %v\n%s", err, out)
+	}
+	if s := lastStep(run); s != dpSteps {
+		t.Fatalf("resumed run ended at step %d, want %d", s, dpSteps)
+	}
+}
