@@ -102,27 +102,29 @@ func killAt(t *testing.T, cmd *exec.Cmd, run string, steps []int64, rng *rand.Ra
 func TestRestartsReproduceTheRun(t *testing.T) {
 	data := dpData(t)
 	dir := t.TempDir()
+	const steps = 30
 	args := func(run string, extra ...string) []string {
-		return dpArgs(data, run, runner.TaskAutoencoder, append([]string{"--nproc", "2", "--threads", "2", "--checkpoint-every", "4"}, extra...)...)
+		return dpArgs(data, run, runner.TaskAutoencoder, append([]string{"--steps", strconv.Itoa(steps),
+			"--nproc", "2", "--threads", "2", "--checkpoint-every", "4"}, extra...)...)
 	}
 	straight := filepath.Join(dir, "straight")
 	if out, err := exec.Command(binary, args(straight)...).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	rng := rand.New(rand.NewPCG(7, 38))
-	var steps []int64
-	for _, lo := range []int64{3, 18, 33} {
-		steps = append(steps, lo+rng.Int64N(12))
+	var kills []int64
+	for _, lo := range []int64{3, 12, 21} {
+		kills = append(kills, lo+rng.Int64N(6))
 	}
 	run := filepath.Join(dir, "restarted")
-	out, err := killAt(t, exec.Command(binary, args(run, "--max-restarts", "3")...), run, steps, rng)
+	out, err := killAt(t, exec.Command(binary, args(run, "--max-restarts", "3")...), run, kills, rng)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if n := strings.Count(string(out), "restarting the group"); n != 3 {
 		t.Fatalf("%d restarts logged, want 3:\n%s", n, out)
 	}
-	sameTraining(t, straight, run, dpSteps, 1e-12, 1e-12)
+	sameTraining(t, straight, run, steps, 1e-12, 1e-12)
 }
 
 // More failures than --max-restarts: the run stops with an error naming
@@ -130,9 +132,10 @@ func TestRestartsReproduceTheRun(t *testing.T) {
 func TestRestartsRunOut(t *testing.T) {
 	data := dpData(t)
 	run := filepath.Join(t.TempDir(), "run")
-	args := dpArgs(data, run, runner.TaskAutoencoder, "--nproc", "2", "--threads", "2", "--checkpoint-every", "4")
+	const steps = 20
+	args := dpArgs(data, run, runner.TaskAutoencoder, "--steps", strconv.Itoa(steps), "--nproc", "2", "--threads", "2", "--checkpoint-every", "4")
 	rng := rand.New(rand.NewPCG(8, 38))
-	out, err := killAt(t, exec.Command(binary, append(args, "--max-restarts", "1")...), run, []int64{6, 20}, rng)
+	out, err := killAt(t, exec.Command(binary, append(args, "--max-restarts", "1")...), run, []int64{6, 13}, rng)
 	if err == nil || !strings.Contains(string(out), "after 1 restart(s): rank ") {
 		t.Fatalf("%v, want an error naming the last failure:\n%s", err, out)
 	}
@@ -142,7 +145,7 @@ func TestRestartsRunOut(t *testing.T) {
 	if out, err := exec.Command(binary, append(args, "--resume")...).CombinedOutput(); err != nil {
 		t.Fatalf("resume: %v\n%s", err, out)
 	}
-	if s := lastStep(run); s != dpSteps {
-		t.Fatalf("resumed run ended at step %d, want %d", s, dpSteps)
+	if s := lastStep(run); s != steps {
+		t.Fatalf("resumed run ended at step %d, want %d", s, steps)
 	}
 }
