@@ -81,12 +81,13 @@ type Config struct {
 
 	// Loss weights (see LossTerms), on mean-reduced squared errors: pixels
 	// in [-1,1] for the image term, comparator features for the feature
-	// term, and the mean binary cross-entropy -log D(G(x)) for the
-	// adversarial term. In config.json they are lambda_NAME keys.
+	// term; the mean binary cross-entropy -log D(G(x)) for the adversarial
+	// term (on draws from the prior for prior_adv); the mean L1 distance of
+	// D's activations for match. In config.json they are lambda_NAME keys.
 	Weights Weights `json:"-"`
 	// AdvWeight is how the adversarial term is weighed: AdvFixed, by its
 	// lambda; or AdvAdaptive, VQGAN's rule: its lambda times the ratio of
-	// the reconstruction's (image and feature terms) and the adversarial
+	// the reconstruction's (image, feature and match terms) and the adversarial
 	// term's gradient norms at G's output layer, logged as adv_weight.
 	// Runs made before the setting have "", which is fixed.
 	AdvWeight string `json:"adv_weight,omitempty"`
