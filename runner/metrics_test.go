@@ -55,13 +55,13 @@ func TestMetricsLayout(t *testing.T) {
 	}{
 		{"autoencoder", Metrics{Step: 3, Terms: []graphs.Term{term("loss_feat", 0.5), term("loss_adv", 0.25),
 			term("loss_img", 1), term("loss_discr", 1.5)}, ImagesPerSec: 20, UpdatedG: true, UpdatedD: true},
-			`{"step":3,"loss_feat":0.5,"loss_adv":0.25,"loss_img":1,"loss_match":0,"loss_discr":1.5,"images_per_sec":20,"updated_g":true,"updated_d":true}`},
+			`{"step":3,"loss_feat":0.5,"loss_adv":0.25,"loss_img":1,"loss_match":0,"loss_prior_adv":0,"loss_discr":1.5,"images_per_sec":20,"updated_g":true,"updated_d":true}`},
 		{"vae", Metrics{Step: 1, Terms: []graphs.Term{term("loss_feat", 0), term("loss_adv", 0), term("loss_img", 2),
 			term("loss_discr", 0), term("kl", 30), term("kl_weight", 1e-6)}, ImagesPerSec: 1.5, UpdatedG: true},
-			`{"step":1,"loss_feat":0,"loss_adv":0,"loss_img":2,"loss_match":0,"loss_discr":0,"images_per_sec":1.5,"updated_g":true,"updated_d":false,"kl":30,"kl_weight":0.000001}`},
+			`{"step":1,"loss_feat":0,"loss_adv":0,"loss_img":2,"loss_match":0,"loss_prior_adv":0,"loss_discr":0,"images_per_sec":1.5,"updated_g":true,"updated_d":false,"kl":30,"kl_weight":0.000001}`},
 		{"comparator: no DeePSiM terms, logged as 0; an accuracy of 0 is kept", Metrics{Step: 6, Terms: []graphs.Term{
 			term("loss_class", 1.25), term("train_acc", 0), term("surrogate_acc", 0.125)}, ImagesPerSec: 7, UpdatedG: true},
-			`{"step":6,"loss_feat":0,"loss_adv":0,"loss_img":0,"loss_match":0,"loss_discr":0,"images_per_sec":7,"updated_g":true,"updated_d":false,"loss_class":1.25,"train_acc":0,"surrogate_acc":0.125}`},
+			`{"step":6,"loss_feat":0,"loss_adv":0,"loss_img":0,"loss_match":0,"loss_prior_adv":0,"loss_discr":0,"images_per_sec":7,"updated_g":true,"updated_d":false,"loss_class":1.25,"train_acc":0,"surrogate_acc":0.125}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

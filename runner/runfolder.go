@@ -240,7 +240,11 @@ func (f *runFolder) evaluate(ctx context.Context) error {
 	if f.rep == nil || len(f.cfg.Heldout) == 0 {
 		return nil
 	}
-	res, err := Evaluate(ctx, EvalOptions{Run: f.dir, Data: f.cfg.Heldout, N: 64, Seed: 1, Store: f.store, Log: f.log})
+	opt := EvalOptions{Run: f.dir, Data: f.cfg.Heldout, N: 64, Seed: 1, Store: f.store, Log: f.log}
+	if f.curve != nil {
+		opt.Judge = f.curve.name // chosen once for the run
+	}
+	res, err := Evaluate(ctx, opt)
 	if err != nil {
 		return err
 	}
