@@ -35,10 +35,25 @@ type curve struct {
 
 var curveColors = []color.RGBA{{200, 60, 40, 255}, {40, 90, 200, 255}, {40, 150, 60, 255}, {150, 60, 170, 255}, {220, 140, 20, 255}}
 
+// chart is one PNG of curveCharts: a measure against step or minutes.
+type chart struct {
+	measure, x string
+	png        []byte
+}
+
 // curveCharts draws each measure of the curves against the step and
 // against minutes of training: one PNG per chart, with its title.
 func curveCharts(curves []curve) ([]reportImage, error) {
+	charts, err := drawCurves(curves)
 	var out []reportImage
+	for _, c := range charts {
+		out = append(out, reportImage{c.measure + " against " + c.x, dataURL(c.png)})
+	}
+	return out, err
+}
+
+func drawCurves(curves []curve) ([]chart, error) {
+	var out []chart
 	for _, x := range []string{"step", "minutes"} {
 		for _, m := range curveMeasures {
 			p := plot.New()
@@ -78,7 +93,7 @@ func curveCharts(curves []curve) ([]reportImage, error) {
 			if _, err := w.WriteTo(&b); err != nil {
 				return nil, err
 			}
-			out = append(out, reportImage{m.key + " against " + x, dataURL(b.Bytes())})
+			out = append(out, chart{m.key, x, b.Bytes()})
 		}
 	}
 	return out, nil
@@ -86,8 +101,9 @@ func curveCharts(curves []curve) ([]reportImage, error) {
 
 // CompareRuns writes one self-contained page, out, with the held-back
 // curves of the runs (their heldout.jsonl) on one chart per measure,
-// against steps and against minutes: DeePSiM beside SE, say.
-func CompareRuns(runs []string, out string) error {
+// against steps and against minutes: DeePSiM beside SE, say. With a
+// pngPrefix it also writes each chart as PREFIX-MEASURE-X.png, for docs.
+func CompareRuns(runs []string, out, pngPrefix string) error {
 	if len(runs) == 0 {
 		return fmt.Errorf("compare: no runs")
 	}
@@ -109,6 +125,17 @@ func CompareRuns(runs []string, out string) error {
 	charts, err := curveCharts(curves)
 	if err != nil {
 		return err
+	}
+	if pngPrefix != "" {
+		drawn, err := drawCurves(curves)
+		if err != nil {
+			return err
+		}
+		for _, c := range drawn {
+			if err := atomicfile.WriteFile(fmt.Sprintf("%s-%s-%s.png", pngPrefix, c.measure, c.x), c.png); err != nil {
+				return err
+			}
+		}
 	}
 	var page bytes.Buffer
 	if err := comparePage.Execute(&page, map[string]any{"Runs": runs, "Judge": judge, "Charts": charts}); err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/disintegration/imaging"
 )
 
 // rendered opens a page in headless Chromium (make deps installs it) and
@@ -105,18 +107,23 @@ func TestCompareRuns(t *testing.T) {
 	se := train("se", func(c *Config) { c.Weights = Weights{}; c.Weights.Set(TermImg, 1) })
 	ds := train("deepsim", func(*Config) {})
 	page := filepath.Join(dir, "compare.html")
-	if err := CompareRuns([]string{se, ds}, page); err != nil {
+	if err := CompareRuns([]string{se, ds}, page, filepath.Join(dir, "curves")); err != nil {
 		t.Fatal(err)
 	}
 	if curves := rendered(t, page)["curves"]; curves != 2*len(curveMeasures) {
 		t.Fatalf("%d charts rendered, want %d", curves, 2*len(curveMeasures))
 	}
+	for _, m := range curveMeasures {
+		if _, err := imaging.Open(filepath.Join(dir, "curves-"+m.key+"-minutes.png")); err != nil {
+			t.Fatalf("chart of %s against minutes: %v", m.key, err)
+		}
+	}
 	none := train("none", func(c *Config) { c.EvalEvery = 0 })
-	if err := CompareRuns([]string{se, none}, page); err == nil || !strings.Contains(err.Error(), "no held-back curve") {
+	if err := CompareRuns([]string{se, none}, page, ""); err == nil || !strings.Contains(err.Error(), "no held-back curve") {
 		t.Fatalf("a run without a curve: %v", err)
 	}
 	other := train("other", func(c *Config) { c.Comparator = "vgg16-random:conv3_3" })
-	if err := CompareRuns([]string{se, other}, page); err == nil || !strings.Contains(err.Error(), "do not compare") {
+	if err := CompareRuns([]string{se, other}, page, ""); err == nil || !strings.Contains(err.Error(), "do not compare") {
 		t.Fatalf("runs judged by different networks: %v", err)
 	}
 }

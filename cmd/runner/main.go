@@ -34,7 +34,7 @@ Commands:
   runner eval --run RUN --data DIR [--json] [--n 256] [--seed 1] [--judge SPEC] [--judge-size PX]
   runner similarity A B [--comparator SPEC | --judge SPEC] [--json] [--map OUT.png]
   runner ablate --data DIR --heldout DIR --steps N --out DIR [flags]
-  runner report --out FILE.html RUN...   (the runs' held-back curves on one chart)
+  runner report --out FILE.html [--png PREFIX] RUN...   (the runs' held-back curves on one chart)
   runner comparator import FILE --as NAME [--arch alexnet|vgg16|exemplar]
   runner comparator import MODEL.tgz|MODEL_DIR --as NAME [--model PATH] [--input 0,1|-1,1|imagenet]
   runner comparator list
@@ -501,6 +501,7 @@ func cmdReport(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("out", "", "the page to write: the runs' held-back curves, one chart per measure")
+	png := fs.String("png", "", "also write each chart as PREFIX-MEASURE-X.png")
 	runs, err := parseInterleaved(fs, args)
 	if err != nil {
 		return usageErr(err)
@@ -509,7 +510,7 @@ func cmdReport(args []string, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: runner report --out FILE.html RUN...")
 		return errUsage
 	}
-	if err := runner.CompareRuns(runs, *out); err != nil {
+	if err := runner.CompareRuns(runs, *out, *png); err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "wrote %s: held-back curves of %d run(s)\n", *out, len(runs))
