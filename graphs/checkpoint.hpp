@@ -65,11 +65,13 @@ std::vector<char> save_weights(ds_model& m) {
   return dict_to_bytes(dict);
 }
 
-// Loads weights save_weights wrote, into a model without a moving average.
+// Loads G's (and E's) weights from a state dict that holds them (weights
+// save_weights wrote, or a checkpoint); a moving average starts at them.
 void load_weights(ds_model& m, const char* buf, int64_t len) {
-  if (!m.ema.empty())
-    throw std::invalid_argument("weights alone go into a model without a moving average");
-  load_params(dict_from_bytes(std::vector<char>(buf, buf + len)), m.task->g_params());
+  const auto g = m.task->g_params();
+  load_params(dict_from_bytes(std::vector<char>(buf, buf + len)), g);
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < m.ema.size(); i++) m.ema[i].copy_(g[i].second);
 }
 
 std::vector<char> export_comparator(ds_model& m) {

@@ -271,8 +271,10 @@ char *ds_model_save(ds_model *m, int64_t step, char **buf, int64_t *len);
 char *ds_model_load(ds_model *m, const char *buf, int64_t len, int64_t *step);
 
 /* The trained generator's weights alone (E's and G's, the averaged ones
- * where the run keeps a moving average), as a state dict, for inference;
- * ds_model_load_weights reads them into a model built without one. */
+ * where the run keeps a moving average), as a state dict, for inference.
+ * ds_model_load_weights reads E's and G's weights from such a state dict
+ * or a checkpoint; a moving average, if the model keeps one, starts at
+ * them. */
 char *ds_model_save_weights(ds_model *m, char **buf, int64_t *len);
 char *ds_model_load_weights(ds_model *m, const char *buf, int64_t len);
 

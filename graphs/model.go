@@ -470,8 +470,9 @@ func (m *Model) SaveWeights() ([]byte, error) {
 	})
 }
 
-// LoadWeights reads weights SaveWeights wrote into a model built without
-// a moving average (Config.EMA 0).
+// LoadWeights reads E's and G's weights from weights SaveWeights wrote or
+// a checkpoint; a moving average, where the model keeps one, starts at
+// them.
 func (m *Model) LoadWeights(b []byte) error {
 	if m.ptr == nil {
 		return errClosed

@@ -25,6 +25,10 @@ type Config struct {
 	Data []string `json:"data"`
 	// Heldout images give the report its fixed crops and its final eval.
 	Heldout []string `json:"heldout,omitempty"`
+	// Init is a run, or a shipped run (pretrained:NAME), whose E's and G's
+	// weights a new run starts from; D and the optimisers start afresh.
+	// Its networks must be this run's: task, size, code and upsampling.
+	Init string `json:"init,omitempty"`
 
 	Size int `json:"size"` // crop side in pixels
 	// The code (the VAE's latent) is CodeChannels x 8 x 8 at the training
@@ -512,7 +516,7 @@ func (c Config) Generative() bool {
 
 // resumable are the settings a resumed run may change, by config.json key.
 // (An inversion's target_weights is checked against the weights themselves.)
-var resumable = map[string]bool{"steps": true, "threads": true, "layout": true, "data": true, "heldout": true, "eval_every": true,
+var resumable = map[string]bool{"steps": true, "threads": true, "layout": true, "data": true, "heldout": true, "eval_every": true, "init": true,
 	"log_every": true, "checkpoint_every": true, "target_weights": true,
 	"data_stream": true, "cache_mb": true}
 

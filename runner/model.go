@@ -93,3 +93,33 @@ func loadWeights(model *graphs.Model, files fs.FS, label string) error {
 	}
 	return nil
 }
+
+// loadInit loads the E and G weights of cfg.Init into model, a new run's:
+// the weights alone where the run keeps them, else its checkpoint's.
+func loadInit(model *graphs.Model, cfg Config) error {
+	from, err := LoadConfig(cfg.Init)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if a, b := from.Engine(), cfg.Engine(); a.Task != b.Task || a.Size != b.Size || a.CodeChannels != b.CodeChannels || a.Upsample != b.Upsample {
+		return fmt.Errorf("init %s: its networks (%s, %d px, %d code channels, %s) are not this run's (%s, %d px, %d, %s)",
+			cfg.Init, from.Task, from.Size, from.CodeChannels, from.Upsample, cfg.Task, cfg.Size, cfg.CodeChannels, cfg.Upsample)
+	}
+	files, err := runFiles(cfg.Init)
+	if err != nil {
+		return err
+	}
+	name, verify := CheckpointFile, func([]byte) error { return nil }
+	if !fileExists(files, CheckpointFile) {
+		label := filepath.Join(cfg.Init, WeightsFile)
+		name, verify = WeightsFile, func(b []byte) error { return checkShipped(files, b, label) }
+	}
+	b, err := readChecked(files, name, filepath.Join(cfg.Init, name), 4*8*model.NumParams()+64<<20, verify)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if err := model.LoadWeights(b); err != nil {
+		return fmt.Errorf("init %s: %w", cfg.Init, err)
+	}
+	return nil
+}

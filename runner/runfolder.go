@@ -154,6 +154,11 @@ func (f *runFolder) start(ctx context.Context, model *graphs.Model, train *pipel
 		f.saved = step
 	} else if err := os.Remove(filepath.Join(f.dir, MetricsFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return 0, err
+	} else if f.cfg.Init != "" {
+		if err := loadInit(model, f.cfg); err != nil {
+			return 0, err
+		}
+		f.log.Info("starting from the weights of another run", "init", f.cfg.Init)
 	}
 	var err error
 	if f.metrics, err = openMetrics(f.dir); err != nil {

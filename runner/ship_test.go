@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -79,4 +81,55 @@ func mustData(t *testing.T, cfg Config, dir string) *pipeline.Loader {
 	}
 	t.Cleanup(l.Close)
 	return l
+}
+
+// A new run with Init starts from that run's E and G (a shipped form or a
+// checkpoint): one step at a learning rate of 1e-9 reconstructs as the
+// run it came from; another size is refused.
+func TestInitStartsFromARun(t *testing.T) {
+	data := photos(t, 3)
+	dir := t.TempDir()
+	cfg := smallConfig(data)
+	cfg.Steps = 4
+	from := filepath.Join(dir, "from")
+	mustTrain(t, cfg, TrainOptions{Out: from})
+	shipped := filepath.Join(dir, "shipped")
+	if err := Ship(from, shipped, ShipInfo{Command: "test", Data: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	reconstruct := func(r string) []float32 {
+		t.Helper()
+		model, c, err := OpenModel(r, pretrained.Store{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer model.Close()
+		x := fixedCrops(mustData(t, c, data), 2, 7)
+		y, err := model.Reconstruct(x.Data, x.N, c.Size, c.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return y
+	}
+	want := reconstruct(from)
+	for _, src := range []string{from, shipped} {
+		c := seConfig(data)
+		c.Steps, c.LR, c.Init = 1, 1e-9, src
+		run := filepath.Join(t.TempDir(), "run")
+		mustTrain(t, c, TrainOptions{Out: run})
+		got := reconstruct(run)
+		var worst float64
+		for i := range got {
+			worst = max(worst, math.Abs(float64(got[i]-want[i])))
+		}
+		if worst > 1e-3 {
+			t.Fatalf("init from %s: reconstructions differ by %g from the run's", src, worst)
+		}
+	}
+	other := seConfig(data)
+	other.Size, other.Steps, other.Init = 64, 1, from
+	if _, err := Train(context.Background(), other, TrainOptions{Out: filepath.Join(dir, "other"), Log: discardLog()}); err == nil ||
+		!strings.Contains(err.Error(), "are not this run's") {
+		t.Fatalf("init from a run of another size: %v", err)
+	}
 }

@@ -55,6 +55,7 @@ func bindTrainFlags(fs *flag.FlagSet, cfg *runner.Config, inv *invocation) {
 	fs.Var((*listFlag)(&cfg.Data), "data", "training images: folders, WebDataset .tar shards, lists of paths, globs or brace ranges; comma-separated or repeated")
 	fs.Var((*listFlag)(&cfg.Heldout), "heldout", "folder(s) of held-out images for the report's crops, the held-back curve (--eval-every) and the final eval")
 	fs.StringVar(out, "out", "", "run folder to create (or to continue, with --resume)")
+	fs.StringVar(&cfg.Init, "init", cfg.Init, "a new run starts from E's and G's weights of this run or shipped run (pretrained:autoencoder); D and the optimisers start afresh")
 	fs.BoolVar(resume, "resume", false, "continue the run in --out from its checkpoint")
 	fs.Int64Var(&cfg.Steps, "steps", cfg.Steps, "train until this step")
 	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "crops per step")
