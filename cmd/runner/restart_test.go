@@ -149,3 +149,58 @@ func TestRestartsRunOut(t *testing.T) {
 		t.Fatalf("resumed run ended at step %d, want %d", s, steps)
 	}
 }
+
+// Under torchrun's --max-restarts, a restarted group (its processes see
+// TORCHELASTIC_RESTART_COUNT above 0) resumes from the run folder with no
+// --resume given, and ends as a run that never failed.
+func TestTorchrunRestartResumes(t *testing.T) {
+	data := dpData(t)
+	dir := t.TempDir()
+	const steps = 12
+	// start runs a group of two by hand, as torchrun's attempt number
+	// attempt would, and returns its processes and their output.
+	start := func(run string, attempt int) ([]*exec.Cmd, *bytes.Buffer) {
+		args := dpArgs(data, run, runner.TaskAutoencoder, "--steps", strconv.Itoa(steps), "--threads", "1", "--checkpoint-every", "4")
+		port := freePort(t)
+		var out bytes.Buffer
+		var cmds []*exec.Cmd
+		for r := range 2 {
+			cmd := byHand(r, 2, port, args)
+			cmd.Env = append(cmd.Env, "TORCHELASTIC_RESTART_COUNT="+strconv.Itoa(attempt))
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			cmds = append(cmds, cmd)
+		}
+		return cmds, &out
+	}
+	finish := func(cmds []*exec.Cmd, out *bytes.Buffer) {
+		for r, c := range cmds {
+			if err := c.Wait(); err != nil {
+				t.Fatalf("rank %d: %v\n%s", r, err, out)
+			}
+		}
+	}
+	straight := filepath.Join(dir, "straight")
+	finish(start(straight, 0))
+
+	run := filepath.Join(dir, "run")
+	first, out := start(run, 0)
+	for lastStep(run) < 6 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	first[1].Process.Kill()
+	for _, c := range first {
+		c.Wait()
+	}
+	if lastStep(run) >= steps {
+		t.Fatalf("the first attempt finished before the kill:\n%s", out)
+	}
+	second, out := start(run, 1)
+	finish(second, out)
+	if !strings.Contains(out.String(), "restarted by the launcher: resuming") {
+		t.Fatalf("the restarted group did not say it resumed:\n%s", out)
+	}
+	sameTraining(t, straight, run, steps, 1e-12, 1e-12)
+}
