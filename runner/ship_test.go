@@ -133,3 +133,34 @@ func TestInitStartsFromARun(t *testing.T) {
 		t.Fatalf("init from a run of another size: %v", err)
 	}
 }
+
+// The shipped pair loads right after a clone: their weights match their
+// info.json, they trained the same steps, and they reconstruct.
+func TestShippedPair(t *testing.T) {
+	names := pretrained.ShippedRunNames()
+	if !slices.Equal(names, []string{"autoencoder", "autoencoder-se"}) {
+		t.Fatalf("shipped runs %v, want autoencoder and autoencoder-se", names)
+	}
+	var steps []int64
+	for _, name := range names {
+		run := pretrained.RunPrefix + name
+		info, err := ShippedInfo(run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps = append(steps, info.Step)
+		model, cfg, err := OpenModel(run, pretrained.Store{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := fixedCrops(mustData(t, cfg, photos(t, 2)), 2, 1)
+		y, err := model.Reconstruct(x.Data, x.N, cfg.Size, cfg.Size)
+		model.Close()
+		if err != nil || len(y) != len(x.Data) {
+			t.Fatalf("%s: %d values for %d (%v)", run, len(y), len(x.Data), err)
+		}
+	}
+	if steps[0] != steps[1] || steps[0] < 1000 {
+		t.Fatalf("the pair trained %v steps, want the same, long", steps)
+	}
+}
