@@ -34,21 +34,7 @@ func TestShipReconstructsAsTheRun(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, CheckpointFile)); err == nil {
 		t.Fatal("the shipped form holds a checkpoint")
 	}
-	reconstruct := func(r string) []float32 {
-		t.Helper()
-		model, c, err := OpenModel(r, pretrained.Store{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer model.Close()
-		x := fixedCrops(mustData(t, c, data), 4, 7)
-		y, err := model.Reconstruct(x.Data, x.N, c.Size, c.Size)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return y
-	}
-	if want, got := reconstruct(run), reconstruct(dir); !slices.Equal(want, got) {
+	if want, got := reconstructRun(t, run, data, 4), reconstructRun(t, dir, data, 4); !slices.Equal(want, got) {
 		t.Fatal("the shipped run reconstructs otherwise than the run")
 	}
 	w, err := os.ReadFile(filepath.Join(dir, WeightsFile))
@@ -97,27 +83,13 @@ func TestInitStartsFromARun(t *testing.T) {
 	if err := Ship(from, shipped, ShipInfo{Command: "test", Data: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	reconstruct := func(r string) []float32 {
-		t.Helper()
-		model, c, err := OpenModel(r, pretrained.Store{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer model.Close()
-		x := fixedCrops(mustData(t, c, data), 2, 7)
-		y, err := model.Reconstruct(x.Data, x.N, c.Size, c.Size)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return y
-	}
-	want := reconstruct(from)
+	want := reconstructRun(t, from, data, 2)
 	for _, src := range []string{from, shipped} {
 		c := seConfig(data)
 		c.Steps, c.LR, c.Init = 1, 1e-9, src
 		run := filepath.Join(t.TempDir(), "run")
 		mustTrain(t, c, TrainOptions{Out: run})
-		got := reconstruct(run)
+		got := reconstructRun(t, run, data, 2)
 		var worst float64
 		for i := range got {
 			worst = max(worst, math.Abs(float64(got[i]-want[i])))
@@ -163,4 +135,20 @@ func TestShippedPair(t *testing.T) {
 	if steps[0] != steps[1] || steps[0] < 1000 {
 		t.Fatalf("the pair trained %v steps, want the same, long", steps)
 	}
+}
+
+// reconstructRun is run's reconstructions of n seeded crops of data.
+func reconstructRun(t *testing.T, run, data string, n int) []float32 {
+	t.Helper()
+	model, c, err := OpenModel(run, pretrained.Store{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close()
+	x := fixedCrops(mustData(t, c, data), n, 7)
+	y, err := model.Reconstruct(x.Data, x.N, c.Size, c.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return y
 }
