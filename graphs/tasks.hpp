@@ -96,7 +96,7 @@ class Autoencoder : public Task, public Adversary {
   }
   torch::Tensor encode(ds_model& m, const torch::Tensor& x) override {
     prepare_inference(m, x.size(2), x.size(3));
-    return encode_x(m, x).first;
+    return encode_x(x).first;
   }
   torch::Tensor decode(ds_model& m, const float* z, int64_t n, int64_t zh,
                        int64_t zw) override {
@@ -130,7 +130,7 @@ class Autoencoder : public Task, public Adversary {
  private:
   // The code of x: for the VAE the posterior's mean and log-variance, for
   // the autoencoder the code itself and an undefined log-variance.
-  std::pair<torch::Tensor, torch::Tensor> encode_x(ds_model&, const torch::Tensor& x) {
+  std::pair<torch::Tensor, torch::Tensor> encode_x(const torch::Tensor& x) {
     auto h = enc_->forward(x);
     if (!vae_) return {h, torch::Tensor()};
     auto parts = h.chunk(2, 1);
@@ -145,7 +145,7 @@ class Autoencoder : public Task, public Adversary {
     gen_->train();
     Generated g{torch::Tensor(), torch::zeros({}, x.options()), {}, torch::Tensor(),
                 output_weight(gen_->body)};
-    auto [code, logvar] = encode_x(m, x);
+    auto [code, logvar] = encode_x(x);
     if (vae_) {
       // Drawn for the whole global batch, then this process's rows of it.
       auto shape = code.sizes().vec();

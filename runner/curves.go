@@ -45,11 +45,16 @@ type chart struct {
 // against minutes of training: one PNG per chart, with its title.
 func curveCharts(curves []curve) ([]reportImage, error) {
 	charts, err := drawCurves(curves)
+	return chartImages(charts), err
+}
+
+// chartImages are the charts as the pages embed them.
+func chartImages(charts []chart) []reportImage {
 	var out []reportImage
 	for _, c := range charts {
 		out = append(out, reportImage{c.measure + " against " + c.x, dataURL(c.png)})
 	}
-	return out, err
+	return out
 }
 
 func drawCurves(curves []curve) ([]chart, error) {
@@ -122,21 +127,18 @@ func CompareRuns(runs []string, out, pngPrefix string) error {
 		}
 		curves = append(curves, curve{label: filepath.Base(filepath.Clean(r)), points: pts})
 	}
-	charts, err := curveCharts(curves)
+	drawn, err := drawCurves(curves)
 	if err != nil {
 		return err
 	}
 	if pngPrefix != "" {
-		drawn, err := drawCurves(curves)
-		if err != nil {
-			return err
-		}
 		for _, c := range drawn {
 			if err := atomicfile.WriteFile(fmt.Sprintf("%s-%s-%s.png", pngPrefix, c.measure, c.x), c.png); err != nil {
 				return err
 			}
 		}
 	}
+	charts := chartImages(drawn)
 	var page bytes.Buffer
 	if err := comparePage.Execute(&page, map[string]any{"Runs": runs, "Judge": judge, "Charts": charts}); err != nil {
 		return err

@@ -29,30 +29,37 @@ func runFiles(run string) (fs.FS, error) {
 // target, whose weights must be those the run trained with. run is a
 // folder or a shipped run, pretrained:NAME.
 func OpenModel(run string, store pretrained.Store) (*graphs.Model, Config, error) {
+	model, cfg, _, err := openModel(run, store)
+	return model, cfg, err
+}
+
+// openModel is OpenModel, and the step of the checkpoint it loaded (0
+// for weights alone).
+func openModel(run string, store pretrained.Store) (*graphs.Model, Config, int64, error) {
 	cfg, err := LoadConfig(run)
 	if err != nil {
-		return nil, cfg, err
+		return nil, cfg, 0, err
 	}
 	graphs.SetThreads(cfg.Threads)
 	t, _ := taskNamed(cfg.Task) // LoadConfig knows the task
 	net, err := t.target(cfg, store)
 	if err != nil {
-		return nil, cfg, err
+		return nil, cfg, 0, err
 	}
 	var target *graphs.Comparator
 	if net != nil {
 		if net.Fingerprint != cfg.TargetWeights {
-			return nil, cfg, fmt.Errorf("%s inverts %s with weights %s, but the store has %s: import the same weights again",
+			return nil, cfg, 0, fmt.Errorf("%s inverts %s with weights %s, but the store has %s: import the same weights again",
 				run, cfg.TargetSpec(), cfg.TargetWeights, net.Fingerprint)
 		}
 		if target, err = net.Open(cfg.TargetSide()); err != nil {
-			return nil, cfg, err
+			return nil, cfg, 0, err
 		}
 		defer target.Close()
 	}
 	files, err := runFiles(run)
 	if err != nil {
-		return nil, cfg, err
+		return nil, cfg, 0, err
 	}
 	_, noCheckpoint := fs.Stat(files, CheckpointFile)
 	weightsOnly := noCheckpoint != nil && fileExists(files, WeightsFile)
@@ -61,18 +68,19 @@ func OpenModel(run string, store pretrained.Store) (*graphs.Model, Config, error
 	}
 	model, err := graphs.NewModel(cfg.Engine(), nil, target)
 	if err != nil {
-		return nil, cfg, err
+		return nil, cfg, 0, err
 	}
+	var step int64
 	if weightsOnly {
 		err = loadWeights(model, files, filepath.Join(run, WeightsFile))
 	} else {
-		_, err = loadCheckpoint(model, filepath.Join(run, CheckpointFile))
+		step, err = loadCheckpoint(model, filepath.Join(run, CheckpointFile))
 	}
 	if err != nil {
 		model.Close()
-		return nil, cfg, err
+		return nil, cfg, 0, err
 	}
-	return model, cfg, nil
+	return model, cfg, step, nil
 }
 
 func fileExists(fsys fs.FS, name string) bool {

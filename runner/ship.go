@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/deepsim/deepsim/graphs"
 	"github.com/deepsim/deepsim/internal/atomicfile"
 	"github.com/deepsim/deepsim/pretrained"
 )
@@ -32,23 +31,18 @@ type ShipInfo struct {
 
 // Ship writes run's inference form into dir: config.json with the moving
 // average folded into the weights, weights.pt (E and G alone) and
-// info.json, whose Step, Minutes, Heldout and SHA256 it fills in.
-func Ship(run, dir string, info ShipInfo) error {
-	cfg, err := LoadConfig(run)
-	if err != nil {
-		return err
-	}
-	if !cfg.Generative() {
-		return fmt.Errorf("%s is a %s run: only generators ship", run, cfg.Task)
-	}
-	model, err := graphs.NewModel(cfg.Engine(), nil, nil)
+// info.json, whose Step, Minutes, Heldout and SHA256 it fills in. store
+// holds an inversion's target.
+func Ship(run, dir string, info ShipInfo, store pretrained.Store) error {
+	model, cfg, step, err := openModel(run, store)
 	if err != nil {
 		return err
 	}
 	defer model.Close()
-	if info.Step, err = loadCheckpoint(model, filepath.Join(run, CheckpointFile)); err != nil {
-		return err
+	if !cfg.Generative() {
+		return fmt.Errorf("%s is a %s run: only generators ship", run, cfg.Task)
 	}
+	info.Step = step
 	weights, err := model.SaveWeights()
 	if err != nil {
 		return err

@@ -23,7 +23,7 @@ func TestShipReconstructsAsTheRun(t *testing.T) {
 	run := filepath.Join(t.TempDir(), "run")
 	mustTrain(t, cfg, TrainOptions{Out: run})
 	dir := filepath.Join(t.TempDir(), "shipped")
-	if err := Ship(run, dir, ShipInfo{Command: "runner train ...", Data: "three photos"}); err != nil {
+	if err := Ship(run, dir, ShipInfo{Command: "runner train ...", Data: "three photos"}, pretrained.Store{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{ConfigFile, WeightsFile, ShipInfoFile} {
@@ -80,7 +80,7 @@ func TestInitStartsFromARun(t *testing.T) {
 	from := filepath.Join(dir, "from")
 	mustTrain(t, cfg, TrainOptions{Out: from})
 	shipped := filepath.Join(dir, "shipped")
-	if err := Ship(from, shipped, ShipInfo{Command: "test", Data: "test"}); err != nil {
+	if err := Ship(from, shipped, ShipInfo{Command: "test", Data: "test"}, pretrained.Store{}); err != nil {
 		t.Fatal(err)
 	}
 	want := reconstructRun(t, from, data, 2)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -213,7 +214,9 @@ func launchLocal(ctx context.Context, inv invocation, threads int, args []string
 		log.Warn("a process failed: restarting the group from the last checkpoint",
 			"restart", restart+1, "of", inv.restarts, "reason", failed.Error())
 		if runner.HasCheckpoint(inv.out) {
-			argv = append(argv, "--resume")
+			if !slices.Contains(argv, "--resume") {
+				argv = append(argv, "--resume")
+			}
 		} else if err := runner.DiscardUnsaved(inv.out); err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/deepsim/deepsim/pretrained"
 	"github.com/deepsim/deepsim/runner"
 )
 
@@ -26,7 +27,7 @@ func main() {
 		os.Exit(2)
 	}
 	dir := filepath.Join("pretrained", "autoencoders", *name)
-	if err := runner.Ship(*run, dir, runner.ShipInfo{Command: *command, Data: *data}); err != nil {
+	if err := runner.Ship(*run, dir, runner.ShipInfo{Command: *command, Data: *data}, pretrained.NewStore(pretrained.DefaultHome())); err != nil {
 		fmt.Fprintln(os.Stderr, "ship:", err)
 		os.Exit(1)
 	}
